@@ -1,0 +1,171 @@
+//! Engine configuration: a plain struct with documented defaults and a
+//! validation step.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// SQLite's `synchronous` level for the database (WAL mode is always on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// No fsync. A power cut may lose the last commits (a process crash does not).
+    Off,
+    /// In WAL mode: fsync at checkpoints only. A power cut may roll back the
+    /// last commits; the database stays consistent.
+    Normal,
+    /// fsync on every commit. With one commit per batch this costs one fsync
+    /// per batch, not per save. The default.
+    #[default]
+    Full,
+}
+
+impl Synchronous {
+    pub(crate) fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Off => "OFF",
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        }
+    }
+}
+
+/// How [`Memory::open`](crate::Memory::open) sets up the engine.
+///
+/// Build it with `Config::new(path)` (or `Config::default()` for
+/// `./mnemo.db`) and adjust fields; [`Config::validate`] runs on open.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// The SQLite database file; created if missing. Default: `./mnemo.db`.
+    pub path: PathBuf,
+    /// Quiet window: a batch is flushed once no save arrived for this long.
+    /// Every save restarts it. Default: 500 ms.
+    pub quiet_window: Duration,
+    /// Max wait: a batch is flushed at the latest this long after its first
+    /// save, even if saves keep arriving. Default: 2 s.
+    pub max_wait: Duration,
+    /// A batch holding this many saves is flushed at once. Default: 1,000.
+    pub max_batch: usize,
+    /// A batch holding this many bytes of keys, values and metadata is flushed
+    /// at once. Default: 4 MiB.
+    pub max_batch_bytes: usize,
+    /// Bound on saves accepted but not yet committed; past it `save` fails at
+    /// once with [`Error::Overloaded`]. Default: 100,000.
+    pub max_pending: usize,
+    /// Bound on the bytes of those saves. Default: 256 MiB.
+    pub max_pending_bytes: usize,
+    /// Largest value accepted, in bytes. Default: 64 KiB.
+    pub max_value_bytes: usize,
+    /// Largest metadata JSON accepted, in bytes. Default: 16 KiB.
+    pub max_metadata_bytes: usize,
+    /// Largest namespace, category or key, in bytes. Default: 256.
+    pub max_key_part_bytes: usize,
+    /// SQLite `synchronous`. Default: [`Synchronous::Full`].
+    pub synchronous: Synchronous,
+    /// How long the writer keeps retrying a busy (locked) database before the
+    /// batch's saves fail with [`Error::Busy`]. Default: 30 s.
+    pub busy_deadline: Duration,
+    /// Read connections kept open for `get`, `list` and `search`. Default: 4.
+    pub read_connections: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            path: PathBuf::from("mnemo.db"),
+            quiet_window: Duration::from_millis(500),
+            max_wait: Duration::from_secs(2),
+            max_batch: 1_000,
+            max_batch_bytes: 4 * 1024 * 1024,
+            max_pending: 100_000,
+            max_pending_bytes: 256 * 1024 * 1024,
+            max_value_bytes: 64 * 1024,
+            max_metadata_bytes: 16 * 1024,
+            max_key_part_bytes: 256,
+            synchronous: Synchronous::Full,
+            busy_deadline: Duration::from_secs(30),
+            read_connections: 4,
+        }
+    }
+}
+
+impl Config {
+    /// The defaults, with the database at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Config {
+            path: path.into(),
+            ..Config::default()
+        }
+    }
+
+    /// Checks every field; returns [`Error::InvalidConfig`] naming the first
+    /// one out of range.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: &str| Err(Error::InvalidConfig(msg.to_owned()));
+        if self.path.as_os_str().is_empty() {
+            return bad("path must not be empty");
+        }
+        if self.quiet_window.is_zero() {
+            return bad("quiet_window must be greater than zero");
+        }
+        if self.max_wait < self.quiet_window {
+            return bad("max_wait must be at least quiet_window");
+        }
+        if self.max_batch == 0 || self.max_batch_bytes == 0 {
+            return bad("max_batch and max_batch_bytes must be greater than zero");
+        }
+        if self.max_pending < self.max_batch {
+            return bad("max_pending must be at least max_batch");
+        }
+        if self.max_value_bytes == 0 || self.max_key_part_bytes == 0 {
+            return bad("max_value_bytes and max_key_part_bytes must be greater than zero");
+        }
+        if self.max_pending_bytes < self.max_value_bytes + self.max_metadata_bytes {
+            return bad("max_pending_bytes must hold at least one largest save");
+        }
+        if self.busy_deadline.is_zero() {
+            return bad("busy_deadline must be greater than zero");
+        }
+        if self.read_connections == 0 {
+            return bad("read_connections must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn out_of_range_fields_are_named() {
+        let mut c = Config::default();
+        c.max_wait = Duration::from_millis(10);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("max_wait"), "{err}");
+
+        let mut c = Config::default();
+        c.max_batch = 0;
+        assert!(c.validate().is_err());
+
+        let mut c = Config::default();
+        c.read_connections = 0;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn config_deserialises_with_defaults() {
+        let c: Config = serde_json::from_str(r#"{"max_batch": 10}"#).unwrap();
+        assert_eq!(c.max_batch, 10);
+        assert_eq!(c.quiet_window, Duration::from_millis(500));
+    }
+}

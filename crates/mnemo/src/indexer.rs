@@ -1,0 +1,141 @@
+//! `RagIndexer`: keeps the full-text index in step with committed memories.
+//!
+//! A sync actor (its own thread, its own connection, started in a
+//! `SyncArbiter`): indexing blocks on SQLite like writing does. Each
+//! [`IndexBatch`] makes it index every committed change past its stored
+//! watermark — not only the batch's own rows — so a batch it missed (a crash
+//! between commit and index, another process's writes) is picked up by the
+//! next one, and by [`Memory::open`](crate::Memory::open).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::{Actor, Handler, Message, SyncContext};
+use rusqlite::Connection;
+
+use crate::ingress::Shared;
+use crate::model::OpPayload;
+use crate::receipt::Resolver;
+use crate::sqlite::{busy_slice, index_pending, open_connection};
+use crate::stats::Metrics;
+
+/// Rows per indexing transaction.
+const INDEX_CHUNK: usize = 2_000;
+
+/// One committed operation whose receipt resolves `indexed` and whose overlay
+/// entry retires once the index reflects it.
+#[derive(Debug)]
+pub(crate) struct IndexItem {
+    pub seq: u64,
+    pub payload: Arc<OpPayload>,
+    pub resolver: Resolver,
+}
+
+/// A committed batch's per-item results, sent by the flush to the indexer.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct IndexBatch {
+    pub(crate) items: Vec<IndexItem>,
+    pub(crate) committed_at: Instant,
+}
+
+/// Answers once every `IndexBatch` sent before it has been processed (the
+/// mailbox is first in, first out, and the actor has one thread).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+/// The indexing actor. See the module doc.
+pub struct RagIndexer {
+    shared: Arc<Shared>,
+    conn: Option<Connection>,
+    /// Batches whose indexing failed; retried with the next batch.
+    deferred: Vec<IndexBatch>,
+}
+
+impl RagIndexer {
+    pub(crate) fn new(shared: Arc<Shared>, conn: Option<Connection>) -> RagIndexer {
+        RagIndexer {
+            shared,
+            conn,
+            deferred: Vec::new(),
+        }
+    }
+
+    fn connection(&mut self) -> crate::Result<&mut Connection> {
+        if self.conn.is_none() {
+            let c = &self.shared.config;
+            self.conn = Some(open_connection(
+                &c.path,
+                c.synchronous,
+                busy_slice(c.busy_deadline),
+            )?);
+        }
+        // Just set above when it was None.
+        Ok(self.conn.as_mut().expect("connection was just opened"))
+    }
+
+    /// Indexes everything committed, then settles the given batches.
+    fn catch_up(&mut self, batches: Vec<IndexBatch>) {
+        let deadline = self.shared.config.busy_deadline;
+        let span = tracing::info_span!("index", batches = batches.len());
+        let _enter = span.enter();
+        let result = self.connection().and_then(|conn| {
+            catch_unwind(AssertUnwindSafe(|| {
+                index_pending(conn, INDEX_CHUNK, deadline)
+            }))
+            .unwrap_or_else(|_| {
+                Err(crate::Error::WriteFailed {
+                    reason: "the indexer panicked".into(),
+                })
+            })
+        });
+        match result {
+            Ok(pass) => {
+                let m = &self.shared.metrics;
+                Metrics::set_max(&m.index_watermark, pass.watermark);
+                for batch in batches {
+                    m.record_index_lag(batch.committed_at.elapsed());
+                    for item in batch.items {
+                        self.shared.overlay.retire(&item.payload, item.seq);
+                        item.resolver.indexed();
+                    }
+                }
+                tracing::debug!(rows = pass.rows, watermark = pass.watermark, "indexed");
+            }
+            Err(e) => {
+                // The rows stay in the overlay (still readable and
+                // searchable) and are retried with the next batch.
+                tracing::error!(error = %e, "indexing failed; will retry");
+                self.conn = None;
+                self.deferred.extend(batches);
+            }
+        }
+    }
+}
+
+impl Actor for RagIndexer {
+    type Context = SyncContext<Self>;
+}
+
+impl Handler<IndexBatch> for RagIndexer {
+    type Result = ();
+
+    fn handle(&mut self, msg: IndexBatch, _: &mut Self::Context) {
+        let mut batches = std::mem::take(&mut self.deferred);
+        batches.push(msg);
+        self.catch_up(batches);
+    }
+}
+
+impl Handler<Drain> for RagIndexer {
+    type Result = ();
+
+    fn handle(&mut self, _: Drain, _: &mut Self::Context) {
+        let batches = std::mem::take(&mut self.deferred);
+        if !batches.is_empty() {
+            self.catch_up(batches);
+        }
+    }
+}

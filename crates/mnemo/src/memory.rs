@@ -1,0 +1,391 @@
+//! `Memory`: the handle agents hold. Opening starts the engine; the handle
+//! saves, forgets, reads, reports and shuts down.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use actix::{Actor, Addr, SyncArbiter};
+use parking_lot::Mutex;
+
+use crate::batcher::{MemoryBatcher, Shutdown, Wake};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::indexer::RagIndexer;
+use crate::ingress::Shared;
+use crate::model::{
+    check_part, payload_for_forget, payload_for_save, MemoryRecord, SaveRequest, SearchHit,
+};
+use crate::receipt::Receipt;
+use crate::sqlite::{self, ReadPool, SqliteWriter};
+use crate::stats::{Metrics, Stats};
+use crate::text::{tokens, Query};
+use crate::writer::spawn_writer;
+
+/// A handle to an open mnemo engine. Cheap to clone; `Send + Sync`.
+///
+/// `save` and `forget` never block on SQLite or on indexing: they validate,
+/// take a sequence number, record the save in the pending overlay and queue
+/// it for the [`MemoryBatcher`], in microseconds. `get`, `list` and `search`
+/// see a save from the moment `save` returned; they read SQLite through a
+/// small pool of read connections (WAL: a read never waits for a flush).
+///
+/// **Where the engine runs.** Opened on a thread that runs an actix system,
+/// the actors start in that system (so its clock, including tokio's paused
+/// test clock, drives the debounce timers). Opened anywhere else (a plain
+/// thread, any tokio runtime) the engine starts its own actix system on a
+/// dedicated thread.
+///
+/// **Dropping.** Dropping the last handle of an engine that runs its own
+/// system stops that system, which flushes every accepted save first (the
+/// drop blocks until then). Inside a caller's actix system the actors keep
+/// running until that system stops, and flush then. Call
+/// [`shutdown`](Memory::shutdown) to flush *and* index and to know when it
+/// is done.
+#[derive(Clone)]
+pub struct Memory {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    batcher: Addr<MemoryBatcher>,
+    reads: ReadPool,
+    /// The dedicated actix system, when the engine runs its own.
+    own_system: Option<OwnSystem>,
+}
+
+struct OwnSystem {
+    system: actix::System,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl OwnSystem {
+    fn stop_and_join(&self) {
+        self.system.stop();
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(own) = &self.own_system {
+            own.stop_and_join();
+        }
+    }
+}
+
+/// What the actors need to start; built on the caller's thread so that open
+/// errors (bad path, locked schema) are returned by `open`.
+struct Parts {
+    shared: Arc<Shared>,
+    store: SqliteWriter,
+    index_conn: rusqlite::Connection,
+}
+
+fn start_actors(parts: Parts) -> Result<Addr<MemoryBatcher>> {
+    let Parts {
+        shared,
+        store,
+        index_conn,
+    } = parts;
+    // One indexer thread: index transactions are serial anyway (one writer
+    // at a time in SQLite), and FIFO order is what `Drain` relies on.
+    let slot = Arc::new(Mutex::new(Some(index_conn)));
+    let factory_shared = shared.clone();
+    let indexer: Addr<RagIndexer> = SyncArbiter::start(1, move || {
+        RagIndexer::new(factory_shared.clone(), slot.lock().take())
+    });
+    let writer = spawn_writer(Box::new(store), shared.clone(), indexer.clone())?;
+    Ok(MemoryBatcher::new(shared, writer, indexer).start())
+}
+
+/// `true` if this thread runs an actix system's arbiter (so actors can be
+/// started here).
+fn in_actix_system() -> bool {
+    actix::System::try_current().is_some() && actix::Arbiter::try_current().is_some()
+}
+
+impl Memory {
+    /// Opens (creating if needed) the database at `config.path` and starts
+    /// the engine. Blocks while it opens the database and indexes any
+    /// committed rows the index has not seen (a crash between commit and
+    /// index); that is milliseconds unless the backlog is large.
+    pub fn open(config: Config) -> Result<Memory> {
+        config.validate()?;
+        if let Some(parent) = config.path.parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent)?;
+            }
+        }
+        let store = SqliteWriter::open(&config)?;
+        let mut index_conn = sqlite::open_connection(
+            &config.path,
+            config.synchronous,
+            sqlite::busy_slice(config.busy_deadline),
+        )?;
+        let caught_up = sqlite::index_pending(&mut index_conn, 2_000, config.busy_deadline)?;
+        if caught_up.rows > 0 {
+            tracing::info!(
+                rows = caught_up.rows,
+                "indexed rows committed before this open"
+            );
+        }
+        let (watermark, last_change) = sqlite::index_position(&index_conn)?;
+        let next_seq = sqlite::last_seq(store.connection())? + 1;
+        let shared = Arc::new(Shared::new(config.clone(), next_seq));
+        Metrics::set_max(&shared.metrics.index_watermark, watermark);
+        Metrics::set_max(&shared.metrics.committed_change, last_change);
+        let parts = Parts {
+            shared: shared.clone(),
+            store,
+            index_conn,
+        };
+
+        let (batcher, own_system) = if in_actix_system() {
+            (start_actors(parts)?, None)
+        } else {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let thread = std::thread::Builder::new()
+                .name("mnemo-engine".into())
+                .spawn(move || {
+                    let runner = actix::System::new();
+                    let started = runner.block_on(async move {
+                        start_actors(parts).map(|addr| (addr, actix::System::current()))
+                    });
+                    let ok = started.is_ok();
+                    let _ = tx.send(started);
+                    if ok {
+                        let _ = runner.run();
+                    }
+                })?;
+            let (addr, system) = rx.recv().map_err(|_| Error::Closed)??;
+            (
+                addr,
+                Some(OwnSystem {
+                    system,
+                    thread: Mutex::new(Some(thread)),
+                }),
+            )
+        };
+        tracing::debug!(path = %config.path.display(), next_seq, "mnemo open");
+        Ok(Memory {
+            inner: Arc::new(Inner {
+                shared,
+                batcher,
+                reads: ReadPool::new(&config),
+                own_system,
+            }),
+        })
+    }
+
+    /// The configuration the engine runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.shared.config
+    }
+
+    /// Saves a memory. Returns in microseconds: never waits for SQLite or
+    /// the index. The save is readable at once; await the [`Receipt`] to
+    /// learn when it is durable and when it is indexed.
+    ///
+    /// Errors (nothing is changed): [`Error::InvalidInput`] naming the field,
+    /// [`Error::Overloaded`] when too many saves are pending,
+    /// [`Error::Closed`] after shutdown.
+    pub fn save(&self, request: SaveRequest) -> Result<Receipt> {
+        let shared = &self.inner.shared;
+        self.enqueue(shared.accept_checked(payload_for_save(request, &shared.config))?)
+    }
+
+    /// Forgets a memory. Travels the same path as saves, in order with them:
+    /// a forget after a save of the same key wins, and the reverse.
+    pub fn forget(&self, namespace: &str, category: &str, key: &str) -> Result<Receipt> {
+        let shared = &self.inner.shared;
+        let payload = payload_for_forget(
+            namespace.to_owned(),
+            category.to_owned(),
+            key.to_owned(),
+            &shared.config,
+        );
+        self.enqueue(shared.accept_checked(payload)?)
+    }
+
+    fn enqueue(&self, accepted: crate::ingress::Accepted) -> Result<Receipt> {
+        if accepted.wake {
+            // `do_send` never blocks and ignores the mailbox capacity; the
+            // pending bound above is the backpressure, not the mailbox.
+            self.inner.batcher.do_send(Wake);
+        }
+        Ok(accepted.receipt)
+    }
+
+    /// The memory under a key: the latest accepted save, even if it is not
+    /// committed yet, or `None` (never saved, or forgotten).
+    pub fn get(&self, namespace: &str, category: &str, key: &str) -> Result<Option<MemoryRecord>> {
+        let c = &self.inner.shared.config;
+        check_part("namespace", namespace, c.max_key_part_bytes)?;
+        check_part("category", category, c.max_key_part_bytes)?;
+        check_part("key", key, c.max_key_part_bytes)?;
+        // The overlay first, then SQLite: an entry retires only after its
+        // commit, so checking in this order never misses a save.
+        if let Some(entry) = self.inner.shared.overlay.get(namespace, category, key) {
+            return Ok(entry.record());
+        }
+        self.inner
+            .reads
+            .with(|conn| sqlite::get(conn, namespace, category, key))
+    }
+
+    /// Every memory of a namespace, or of one category in it, ordered by
+    /// category and key, pending saves included.
+    pub fn list(&self, namespace: &str, category: Option<&str>) -> Result<Vec<MemoryRecord>> {
+        let c = &self.inner.shared.config;
+        check_part("namespace", namespace, c.max_key_part_bytes)?;
+        if let Some(cat) = category {
+            check_part("category", cat, c.max_key_part_bytes)?;
+        }
+        let fresh = self.inner.shared.overlay.snapshot(namespace, category);
+        let stored = self
+            .inner
+            .reads
+            .with(|conn| sqlite::list(conn, namespace, category))?;
+        let mut merged: std::collections::BTreeMap<(String, String), MemoryRecord> = stored
+            .into_iter()
+            .map(|r| ((r.category.clone(), r.key.clone()), r))
+            .collect();
+        for e in fresh {
+            let k = (e.payload.category.clone(), e.payload.key.clone());
+            match e.record() {
+                Some(r) => merged.insert(k, r),
+                None => merged.remove(&k),
+            };
+        }
+        Ok(merged.into_values().collect())
+    }
+
+    /// Searches a namespace's memories for the words of `query` (any text:
+    /// quotes, `*`, `NEAR`, parentheses and SQL are just words), optionally in
+    /// one category; at most `limit` hits (1..=1000), best first.
+    ///
+    /// Memories saved a moment ago, not yet in the index, are matched in
+    /// memory and ranked first; indexed ones follow by bm25 (key and category
+    /// weigh more than the value), then recency.
+    pub fn search(
+        &self,
+        namespace: &str,
+        query: &str,
+        category: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SearchHit>> {
+        let c = &self.inner.shared.config;
+        check_part("namespace", namespace, c.max_key_part_bytes)?;
+        if let Some(cat) = category {
+            check_part("category", cat, c.max_key_part_bytes)?;
+        }
+        if limit == 0 || limit > 1000 {
+            return Err(Error::invalid("limit", "must be between 1 and 1000"));
+        }
+        let q = Query::parse(query);
+        if q.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Snapshot the overlay before querying the index: an entry retires
+        // only after the index has it, so nothing falls between the two.
+        let fresh = self.inner.shared.overlay.snapshot(namespace, category);
+        let shadowed: std::collections::HashSet<(&str, &str)> = fresh
+            .iter()
+            .map(|e| (e.payload.category.as_str(), e.payload.key.as_str()))
+            .collect();
+        let mut hits: Vec<SearchHit> = fresh
+            .iter()
+            .filter_map(|e| {
+                let record = e.record()?;
+                let mut words = tokens(&record.key);
+                words.extend(tokens(&record.category));
+                words.extend(tokens(&record.value));
+                let matched = q.matches(&words);
+                (matched > 0).then_some(SearchHit {
+                    record,
+                    score: matched as f64,
+                    fresh: true,
+                })
+            })
+            .collect();
+        hits.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then(b.record.updated_at_ms.cmp(&a.record.updated_at_ms))
+        });
+        hits.truncate(limit);
+        if hits.len() < limit {
+            let indexed = self.inner.reads.with(|conn| {
+                sqlite::search(conn, namespace, &q, category, limit + shadowed.len())
+            })?;
+            hits.extend(
+                indexed
+                    .into_iter()
+                    .filter(|h| {
+                        !shadowed.contains(&(h.record.category.as_str(), h.record.key.as_str()))
+                    })
+                    .take(limit - hits.len()),
+            );
+        }
+        Ok(hits)
+    }
+
+    /// The engine's counters right now. Never blocks on SQLite.
+    pub fn stats(&self) -> Stats {
+        let shared = &self.inner.shared;
+        let mut s = shared.metrics.snapshot();
+        let (pending, bytes) = shared.pending();
+        s.pending = pending;
+        s.pending_bytes = bytes;
+        s.overlay_keys = shared.overlay.len();
+        s
+    }
+
+    /// Stored rows and dead letters, counted in the database (a read).
+    pub fn counts(&self) -> Result<(u64, u64)> {
+        self.inner.reads.with(sqlite::counts)
+    }
+
+    /// Asks the batcher to flush now instead of at the end of the quiet
+    /// window. Does not wait; await a receipt to know when it committed.
+    pub fn flush(&self) {
+        self.inner.batcher.do_send(crate::batcher::Flush);
+    }
+
+    /// The batcher's address, for agents that are actors: send
+    /// [`SaveMemory`](crate::SaveMemory) / [`ForgetMemory`](crate::ForgetMemory)
+    /// to it directly.
+    pub fn batcher(&self) -> Addr<MemoryBatcher> {
+        self.inner.batcher.clone()
+    }
+
+    /// Refuses new saves ([`Error::Closed`]), flushes every accepted save,
+    /// waits until the index has caught up, and stops the engine. Every
+    /// receipt is resolved when this returns. Idempotent.
+    pub async fn shutdown(&self) -> Result<()> {
+        let result = match self.inner.batcher.send(Shutdown).await {
+            Ok(r) => r,
+            // Already stopped: its `stopping` hook flushed.
+            Err(_) => Ok(()),
+        };
+        if let Some(own) = &self.inner.own_system {
+            own.stop_and_join();
+        }
+        result
+    }
+
+    /// [`shutdown`](Memory::shutdown), blocking the calling thread. Not on
+    /// the thread of an actix system that runs this engine (await
+    /// `shutdown()` there).
+    pub fn shutdown_blocking(&self) -> Result<()> {
+        futures::executor::block_on(self.shutdown())
+    }
+
+    /// `true` once shutdown has begun.
+    pub fn is_closed(&self) -> bool {
+        self.inner.shared.is_closed()
+    }
+}

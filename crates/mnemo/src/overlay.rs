@@ -1,0 +1,168 @@
+//! The pending overlay: every save that `save` accepted and the index has not
+//! yet caught up with, so reads see a write from the moment `save` returned.
+//!
+//! An entry goes in at `save` (under the ingress lock, so overlay order is
+//! sequence order), learns its version at commit, and retires once the index
+//! reflects it — or at once if its commit failed, so reads fall back to what
+//! SQLite holds.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::model::{MemoryRecord, OpPayload};
+
+/// (namespace, category, key)
+pub(crate) type KeyPath = (String, String, String);
+
+/// The latest accepted operation for one key.
+#[derive(Debug)]
+pub(crate) struct OverlayEntry {
+    pub seq: u64,
+    pub payload: Arc<OpPayload>,
+    /// Committed version; 0 while not committed.
+    version: AtomicU64,
+}
+
+impl OverlayEntry {
+    /// The memory this entry says the key holds, or `None` for a forget.
+    pub fn record(&self) -> Option<MemoryRecord> {
+        let p = &self.payload;
+        let value = p.value.clone()?;
+        let version = self.version.load(Ordering::Acquire);
+        Some(MemoryRecord {
+            namespace: p.namespace.clone(),
+            category: p.category.clone(),
+            key: p.key.clone(),
+            value,
+            metadata: p
+                .metadata
+                .as_deref()
+                .and_then(|m| serde_json::from_str(m).ok()),
+            version: (version > 0).then_some(version),
+            updated_at_ms: p.at_ms,
+        })
+    }
+}
+
+/// See the module doc. Readers take a shared lock for a map lookup; writers
+/// (ingress, commit, retire) hold the exclusive lock for one map operation.
+/// parking_lot: no poisoning, and a fair, small lock for short sections.
+#[derive(Debug, Default)]
+pub(crate) struct PendingOverlay {
+    map: RwLock<BTreeMap<KeyPath, Arc<OverlayEntry>>>,
+}
+
+fn path(ns: &str, category: &str, key: &str) -> KeyPath {
+    (ns.to_owned(), category.to_owned(), key.to_owned())
+}
+
+impl PendingOverlay {
+    /// Records an accepted operation. Called in sequence order.
+    pub fn insert(&self, seq: u64, payload: Arc<OpPayload>) {
+        let k = path(&payload.namespace, &payload.category, &payload.key);
+        let entry = Arc::new(OverlayEntry {
+            seq,
+            payload,
+            version: AtomicU64::new(0),
+        });
+        self.map.write().insert(k, entry);
+    }
+
+    /// The latest accepted operation for a key, if the index has not caught up
+    /// with it.
+    pub fn get(&self, ns: &str, category: &str, key: &str) -> Option<Arc<OverlayEntry>> {
+        self.map.read().get(&path(ns, category, key)).cloned()
+    }
+
+    /// Marks the entry committed at `version`, if `seq` is still the latest
+    /// operation for its key.
+    pub fn committed(&self, payload: &OpPayload, seq: u64, version: u64) {
+        let map = self.map.read();
+        if let Some(e) = map.get(&path(&payload.namespace, &payload.category, &payload.key)) {
+            if e.seq == seq {
+                e.version.store(version, Ordering::Release);
+            }
+        }
+    }
+
+    /// Removes the entry if `seq` is still the latest operation for its key.
+    pub fn retire(&self, payload: &OpPayload, seq: u64) {
+        let k = path(&payload.namespace, &payload.category, &payload.key);
+        let mut map = self.map.write();
+        if map.get(&k).is_some_and(|e| e.seq == seq) {
+            map.remove(&k);
+        }
+    }
+
+    /// Every entry of a namespace (optionally one category), in key order.
+    pub fn snapshot(&self, ns: &str, category: Option<&str>) -> Vec<Arc<OverlayEntry>> {
+        let start = path(ns, category.unwrap_or(""), "");
+        let map = self.map.read();
+        map.range(start..)
+            .take_while(|((n, c, _), _)| n == ns && category.is_none_or(|cat| c == cat))
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    /// Number of keys held.
+    pub fn len(&self) -> usize {
+        self.map.read().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(ns: &str, c: &str, k: &str, v: Option<&str>) -> Arc<OpPayload> {
+        Arc::new(OpPayload {
+            namespace: ns.into(),
+            category: c.into(),
+            key: k.into(),
+            value: v.map(Into::into),
+            metadata: None,
+            at_ms: 1,
+        })
+    }
+
+    #[test]
+    fn latest_wins_and_only_its_seq_retires_it() {
+        let o = PendingOverlay::default();
+        let a = op("n", "c", "k", Some("one"));
+        let b = op("n", "c", "k", Some("two"));
+        o.insert(1, a.clone());
+        o.insert(2, b.clone());
+        assert_eq!(o.get("n", "c", "k").unwrap().record().unwrap().value, "two");
+        o.committed(&a, 1, 1); // stale: ignored
+        assert_eq!(
+            o.get("n", "c", "k").unwrap().record().unwrap().version,
+            None
+        );
+        o.retire(&a, 1);
+        assert!(o.get("n", "c", "k").is_some());
+        o.committed(&b, 2, 2);
+        assert_eq!(
+            o.get("n", "c", "k").unwrap().record().unwrap().version,
+            Some(2)
+        );
+        o.retire(&b, 2);
+        assert!(o.get("n", "c", "k").is_none());
+    }
+
+    #[test]
+    fn snapshot_is_scoped() {
+        let o = PendingOverlay::default();
+        o.insert(1, op("a", "x", "1", Some("v")));
+        o.insert(2, op("a", "y", "2", Some("v")));
+        o.insert(3, op("ab", "x", "3", Some("v")));
+        o.insert(4, op("b", "x", "4", None));
+        assert_eq!(o.snapshot("a", None).len(), 2);
+        assert_eq!(o.snapshot("a", Some("x")).len(), 1);
+        assert_eq!(o.snapshot("b", None).len(), 1);
+        assert!(o.snapshot("b", None)[0].record().is_none());
+        assert_eq!(o.snapshot("c", None).len(), 0);
+    }
+}
