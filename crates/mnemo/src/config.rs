@@ -148,17 +148,23 @@ mod tests {
 
     #[test]
     fn out_of_range_fields_are_named() {
-        let mut c = Config::default();
-        c.max_wait = Duration::from_millis(10);
+        let c = Config {
+            max_wait: Duration::from_millis(10),
+            ..Config::default()
+        };
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("max_wait"), "{err}");
 
-        let mut c = Config::default();
-        c.max_batch = 0;
+        let c = Config {
+            max_batch: 0,
+            ..Config::default()
+        };
         assert!(c.validate().is_err());
 
-        let mut c = Config::default();
-        c.read_connections = 0;
+        let c = Config {
+            read_connections: 0,
+            ..Config::default()
+        };
         assert!(c.validate().is_err());
     }
 

@@ -179,9 +179,11 @@ mod tests {
 
     #[test]
     fn the_bound_refuses_at_once_and_recovers() {
-        let mut config = Config::default();
-        config.max_batch = 2;
-        config.max_pending = 2;
+        let config = Config {
+            max_batch: 2,
+            max_pending: 2,
+            ..Config::default()
+        };
         let s = Shared::new(config, 1);
         s.accept(payload(&s.config, "a")).unwrap();
         s.accept(payload(&s.config, "b")).unwrap();

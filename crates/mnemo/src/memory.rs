@@ -101,10 +101,13 @@ fn start_actors(parts: Parts) -> Result<Addr<MemoryBatcher>> {
     Ok(MemoryBatcher::new(shared, writer, indexer).start())
 }
 
-/// `true` if this thread runs an actix system's arbiter (so actors can be
-/// started here).
+/// `true` if this thread is running an actix system's arbiter right now (so
+/// actors can be started here). A thread that ran a system earlier keeps its
+/// thread-locals, hence the check for a live tokio context too.
 fn in_actix_system() -> bool {
-    actix::System::try_current().is_some() && actix::Arbiter::try_current().is_some()
+    actix::System::try_current().is_some()
+        && actix::Arbiter::try_current().is_some()
+        && tokio::runtime::Handle::try_current().is_ok()
 }
 
 impl Memory {

@@ -94,7 +94,12 @@ pub(crate) fn run_flush(
 
     // A panic in the store must not take the thread (and every later flush)
     // down: the batch fails with a reason instead.
-    let result = catch_unwind(AssertUnwindSafe(|| store.write_batch(&ops))).unwrap_or_else(|_| {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        // Fail point for tests: "panic" makes the store panic mid-flush.
+        fail::fail_point!("mnemo::write_batch");
+        store.write_batch(&ops)
+    }))
+    .unwrap_or_else(|_| {
         Err(Failure::WriteFailed {
             reason: "the store panicked while writing this batch".into(),
         })
@@ -103,6 +108,17 @@ pub(crate) fn run_flush(
     match result {
         Ok(report) => {
             let took = started.elapsed();
+            // Counters first: whoever wakes on a receipt sees them updated.
+            let dead = report
+                .results
+                .iter()
+                .filter(|r| matches!(r, ItemResult::DeadLettered(_)))
+                .count();
+            add(&m.committed, (count - dead) as u64);
+            add(&m.batches, 1);
+            m.record_flush(ops.len(), took);
+            Metrics::set_max(&m.committed_change, report.last_change);
+            shared.release(count, bytes);
             let mut items = Vec::with_capacity(count);
             for (q, r) in winners.into_iter().zip(report.results) {
                 match r {
@@ -135,16 +151,11 @@ pub(crate) fn run_flush(
                     resolver: q.resolver,
                 });
             }
-            add(&m.committed, count as u64);
-            add(&m.batches, 1);
-            m.record_flush(ops.len(), took);
-            Metrics::set_max(&m.committed_change, report.last_change);
             tracing::debug!(
                 took_ms = took.as_secs_f64() * 1e3,
                 last_change = report.last_change,
                 "batch committed"
             );
-            shared.release(count, bytes);
             // The indexer may already be gone if the system is stopping: the
             // next open indexes these rows from the database.
             indexer.do_send(IndexBatch {
@@ -155,6 +166,7 @@ pub(crate) fn run_flush(
         Err(failure) => {
             tracing::error!(%failure, items = count, "batch not committed");
             add(&m.failed, count as u64);
+            shared.release(count, bytes);
             for q in &winners {
                 shared.overlay.retire(&q.op.payload, q.op.seq);
             }
@@ -164,7 +176,6 @@ pub(crate) fn run_flush(
             {
                 q.resolver.failed(failure.clone());
             }
-            shared.release(count, bytes);
         }
     }
     let _ = done.send(());

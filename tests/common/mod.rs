@@ -1,0 +1,52 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mnemo::Config;
+
+/// A temporary directory and a database path inside it. The directory is
+/// removed when the value is dropped.
+pub struct TempDb {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+pub fn temp_db() -> TempDb {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("mnemo.db");
+    TempDb { dir, path }
+}
+
+/// The defaults, on a temp database.
+pub fn config(db: &TempDb) -> Config {
+    Config::new(&db.path)
+}
+
+/// A config whose quiet window and max wait are so long that nothing flushes
+/// unless the test asks: saves stay pending.
+pub fn config_never_flushing(db: &TempDb) -> Config {
+    let mut c = Config::new(&db.path);
+    c.quiet_window = Duration::from_secs(3_600);
+    c.max_wait = Duration::from_secs(3_600);
+    c
+}
+
+/// An actix system on tokio's paused clock: the debounce timers run on it,
+/// so an hour of quiet window passes in microseconds.
+pub fn paused_system() -> actix::SystemRunner {
+    actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("paused runtime")
+    })
+}
+
+/// Reads one integer from the database with a fresh connection.
+pub fn query_i64(path: &std::path::Path, sql: &str) -> i64 {
+    let conn = rusqlite::Connection::open(path).expect("open");
+    conn.query_row(sql, [], |r| r.get(0)).expect("query")
+}
