@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::{
-    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message,
+    Actor, ActorContext, ActorState, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message,
     ResponseFuture, Running, SpawnHandle, WrapFuture,
 };
 use futures::channel::oneshot;
@@ -59,20 +59,11 @@ pub struct Flush;
 #[rtype(result = "Result<()>")]
 pub struct Shutdown;
 
-/// The inbox went from empty to non-empty. Sent by the handle, once per
-/// burst rather than once per save; the batcher takes the whole inbox.
+/// A batch started or filled up. Sent by the handle when a save makes it so;
+/// saves in between wake nobody.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub(crate) struct Wake;
-
-/// The batch being collected.
-#[derive(Debug, Default)]
-struct Batch {
-    ops: Vec<QueuedOp>,
-    bytes: usize,
-    /// When its first save arrived (the max-wait clock).
-    first_at: Option<Instant>,
-}
 
 /// Splits a batch (in sequence order) into the last operation per key and
 /// the ones it supersedes.
@@ -108,15 +99,20 @@ pub(crate) fn coalesce(ops: Vec<QueuedOp>) -> (Vec<QueuedOp>, Vec<(QueuedOp, u64
 /// The batching actor. See the module doc. Start it through
 /// [`Memory::open`](crate::Memory::open) and reach it with
 /// [`Memory::batcher`](crate::Memory::batcher).
+///
+/// The batch being collected lives in the engine's inbox (shared with the
+/// handle), so a save wakes this actor only when a batch starts or fills up.
+/// The quiet window is still restarted by every save: each save moves the
+/// deadline, and the one armed timer, when it fires early, re-arms itself for
+/// the moved deadline (instead of being cancelled and re-created per save).
 pub struct MemoryBatcher {
     shared: Arc<Shared>,
     writer: WriterSender,
     indexer: Addr<RagIndexer>,
-    batch: Batch,
-    quiet_timer: Option<SpawnHandle>,
-    max_wait_timer: Option<SpawnHandle>,
+    /// The armed deadline timer and when it fires.
+    timer: Option<(SpawnHandle, Instant)>,
     in_flight: bool,
-    /// A flush was due while another was in flight.
+    /// A flush was asked for (`Flush`) while another was in flight.
     flush_wanted: bool,
     /// Shutdown requested: flush until empty, then stop.
     draining: bool,
@@ -133,9 +129,7 @@ impl MemoryBatcher {
             shared,
             writer,
             indexer,
-            batch: Batch::default(),
-            quiet_timer: None,
-            max_wait_timer: None,
+            timer: None,
             in_flight: false,
             flush_wanted: false,
             draining: false,
@@ -143,99 +137,60 @@ impl MemoryBatcher {
         }
     }
 
-    /// Moves the inbox into the batch. Returns how many operations came.
-    fn take_inbox(&mut self, ctx: &mut Context<Self>) -> usize {
-        let ops = self.shared.take_inbox();
-        let n = ops.len();
-        if n == 0 {
-            return 0;
-        }
-        if self.batch.first_at.is_none() {
-            self.batch.first_at = Some(Instant::now());
-            let wait = self.shared.config.max_wait;
-            self.max_wait_timer = Some(ctx.run_later(wait, |act, ctx| {
-                act.max_wait_timer = None;
-                tracing::trace!("max wait reached");
-                act.flush(ctx);
-            }));
-        }
-        self.batch.bytes += ops.iter().map(QueuedOp::bytes).sum::<usize>();
-        self.batch.ops.extend(ops);
-        n
-    }
-
-    /// Called for every arrival: restarts the quiet window and flushes at
-    /// once if the batch is full or overdue.
-    fn on_arrival(&mut self, ctx: &mut Context<Self>) {
-        if self.take_inbox(ctx) == 0 {
+    /// Looks at the collected batch: flushes it if it is full, overdue (quiet
+    /// window or max wait over) or draining; otherwise makes sure a timer
+    /// fires at its deadline. Called on every wake-up, message and timer.
+    fn poke(&mut self, ctx: &mut Context<Self>) {
+        let due = self.shared.due();
+        if due.len == 0 {
+            self.check_drained(ctx);
             return;
         }
-        if let Some(h) = self.quiet_timer.take() {
-            ctx.cancel_future(h);
-        }
-        let quiet = self.shared.config.quiet_window;
-        self.quiet_timer = Some(ctx.run_later(quiet, |act, ctx| {
-            act.quiet_timer = None;
-            act.flush(ctx);
-        }));
-        let c = &self.shared.config;
-        let overdue = self
-            .batch
-            .first_at
-            .is_some_and(|t| t.elapsed() >= c.max_wait);
-        if self.batch.ops.len() >= c.max_batch || self.batch.bytes >= c.max_batch_bytes || overdue {
-            self.flush(ctx);
+        let now = Instant::now();
+        match due.at {
+            Some(at) if !due.full && !self.draining && at > now => self.arm(ctx, at, now),
+            _ => self.flush(ctx),
         }
     }
 
-    fn cancel_timers(&mut self, ctx: &mut Context<Self>) {
-        if let Some(h) = self.quiet_timer.take() {
-            ctx.cancel_future(h);
+    /// Arms the deadline timer for `at`, unless it is armed for earlier
+    /// already (it will re-check and re-arm when it fires).
+    fn arm(&mut self, ctx: &mut Context<Self>, at: Instant, now: Instant) {
+        if ctx.state() != ActorState::Running {
+            // Stopping (perhaps outside any runtime, as the system is torn
+            // down): no timer can run; `stopping` flushes everything.
+            return;
         }
-        if let Some(h) = self.max_wait_timer.take() {
-            ctx.cancel_future(h);
-        }
-    }
-
-    /// Takes up to one batch's worth (`max_batch` ops, `max_batch_bytes`)
-    /// off the front of the current batch.
-    fn split_off_batch(&mut self) -> Vec<QueuedOp> {
-        let c = &self.shared.config;
-        let mut n = 0;
-        let mut bytes = 0;
-        for q in &self.batch.ops {
-            if n == c.max_batch || (n > 0 && bytes + q.bytes() > c.max_batch_bytes) {
-                break;
+        if let Some((handle, armed)) = self.timer {
+            if armed <= at {
+                return;
             }
-            n += 1;
-            bytes += q.bytes();
+            ctx.cancel_future(handle);
         }
-        self.batch.bytes -= bytes;
-        let rest = self.batch.ops.split_off(n);
-        std::mem::replace(&mut self.batch.ops, rest)
+        let handle = ctx.run_later(at - now, |act, ctx| {
+            act.timer = None;
+            act.poke(ctx);
+        });
+        self.timer = Some((handle, at));
     }
 
-    /// Starts a flush of the current batch, or notes that one is wanted if a
+    /// Starts a flush of the oldest batch, or notes that one is wanted if a
     /// flush is already in flight.
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        self.take_inbox(ctx);
         if self.in_flight {
             self.flush_wanted = true;
             return;
         }
-        if self.batch.ops.is_empty() {
-            self.cancel_timers(ctx);
-            self.batch.first_at = None;
+        let (ops, more) = self.shared.take_batch();
+        if !more {
+            // Nothing left to time; the next save arms a new deadline.
+            if let Some((handle, _)) = self.timer.take() {
+                ctx.cancel_future(handle);
+            }
+        }
+        if ops.is_empty() {
             self.check_drained(ctx);
             return;
-        }
-        self.cancel_timers(ctx);
-        let ops = self.split_off_batch();
-        if self.batch.ops.is_empty() {
-            self.batch.first_at = None;
-        } else {
-            // The rest overflowed a full batch: it is due right away.
-            self.flush_wanted = true;
         }
         let (winners, superseded) = coalesce(ops);
         crate::stats::add(&self.shared.metrics.coalesced, superseded.len() as u64);
@@ -245,27 +200,25 @@ impl MemoryBatcher {
             superseded,
             done,
         };
-        if let Err(mpsc_err) = self.writer.send(job) {
-            // The writer thread is gone (it only ends when the engine does):
+        if self.writer.send(job).is_err() {
+            // The writer thread is gone (it only ends with the engine):
             // dropping the job drops its resolvers, so receipts say Closed.
             tracing::error!("writer thread is gone; failing the batch");
-            drop(mpsc_err);
             return;
         }
         self.in_flight = true;
         ctx.spawn(finished.into_actor(self).map(|_, act, ctx| {
             act.in_flight = false;
-            let due = std::mem::take(&mut act.flush_wanted) || act.draining;
-            if due {
+            if std::mem::take(&mut act.flush_wanted) {
                 act.flush(ctx);
             } else {
-                act.check_drained(ctx);
+                act.poke(ctx);
             }
         }));
     }
 
     fn check_drained(&mut self, ctx: &mut Context<Self>) {
-        if self.draining && !self.in_flight && self.batch.ops.is_empty() {
+        if self.draining && !self.in_flight && self.shared.due().len == 0 {
             for w in self.drain_waiters.drain(..) {
                 let _ = w.send(());
             }
@@ -276,22 +229,20 @@ impl MemoryBatcher {
     /// Flushes whatever is left, blocking this thread until the writer has
     /// finished it. Only for `stopping`, when no more timers will run.
     fn flush_blocking(&mut self) {
-        let mut rest = self.shared.close();
-        self.batch.ops.append(&mut rest);
-        self.batch.bytes = self.batch.ops.iter().map(QueuedOp::bytes).sum();
-        while !self.batch.ops.is_empty() {
-            let ops = self.split_off_batch();
+        self.shared.close();
+        loop {
+            let (ops, _) = self.shared.take_batch();
+            if ops.is_empty() {
+                return;
+            }
             let (winners, superseded) = coalesce(ops);
             let (done, finished) = oneshot::channel();
-            if self
-                .writer
-                .send(FlushJob {
-                    winners,
-                    superseded,
-                    done,
-                })
-                .is_err()
-            {
+            let job = FlushJob {
+                winners,
+                superseded,
+                done,
+            };
+            if self.writer.send(job).is_err() {
                 return;
             }
             // Blocking here is deliberate: the system is stopping, and the
@@ -304,8 +255,10 @@ impl MemoryBatcher {
 impl Actor for MemoryBatcher {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Context<Self>) {
+    fn started(&mut self, ctx: &mut Context<Self>) {
         tracing::debug!("MemoryBatcher started");
+        // Saves accepted before the actor ran woke nobody yet.
+        self.poke(ctx);
     }
 
     /// Flushes everything still pending (blocking) so that a stopping system
@@ -321,7 +274,7 @@ impl Handler<Wake> for MemoryBatcher {
     type Result = ();
 
     fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
-        self.on_arrival(ctx);
+        self.poke(ctx);
     }
 }
 
@@ -333,7 +286,7 @@ impl Handler<SaveMemory> for MemoryBatcher {
             .shared
             .accept_checked(payload_for_save(msg.0, &self.shared.config))?
             .receipt;
-        self.on_arrival(ctx);
+        self.poke(ctx);
         Ok(receipt)
     }
 }
@@ -344,7 +297,7 @@ impl Handler<ForgetMemory> for MemoryBatcher {
     fn handle(&mut self, msg: ForgetMemory, ctx: &mut Context<Self>) -> Result<Receipt> {
         let payload = payload_for_forget(msg.namespace, msg.category, msg.key, &self.shared.config);
         let receipt = self.shared.accept_checked(payload)?.receipt;
-        self.on_arrival(ctx);
+        self.poke(ctx);
         Ok(receipt)
     }
 }
@@ -361,15 +314,11 @@ impl Handler<Shutdown> for MemoryBatcher {
     type Result = ResponseFuture<Result<()>>;
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
-        let mut rest = self.shared.close();
-        if !rest.is_empty() {
-            self.batch.bytes += rest.iter().map(QueuedOp::bytes).sum::<usize>();
-            self.batch.ops.append(&mut rest);
-        }
+        self.shared.close();
         self.draining = true;
         let (tx, rx) = oneshot::channel();
         self.drain_waiters.push(tx);
-        self.flush(ctx);
+        self.poke(ctx);
         let indexer = self.indexer.clone();
         Box::pin(async move {
             rx.await.map_err(|_| Error::Closed)?;

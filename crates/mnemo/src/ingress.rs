@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -29,11 +30,30 @@ impl QueuedOp {
     }
 }
 
+/// The batch being collected. It lives here, not in the batcher, so that a
+/// save only has to wake the batcher when the batch starts or fills up.
 #[derive(Debug)]
 struct Inbox {
     next_seq: u64,
     ops: Vec<QueuedOp>,
+    bytes: usize,
+    /// Arrival of the batch's first save: the max-wait clock.
+    first_at: Option<Instant>,
+    /// Arrival of the latest save: the quiet-window clock.
+    last_at: Option<Instant>,
     closed: bool,
+}
+
+/// When the collected batch is due, as the batcher sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Due {
+    /// Operations waiting.
+    pub len: usize,
+    /// `max_batch` or `max_batch_bytes` reached: flush now.
+    pub full: bool,
+    /// When the quiet window (from the latest save) or the max wait (from the
+    /// first) runs out, whichever comes first.
+    pub at: Option<Instant>,
 }
 
 /// State shared by the handle, the batcher, the writer thread and the
@@ -70,6 +90,9 @@ impl Shared {
             inbox: Mutex::new(Inbox {
                 next_seq,
                 ops: Vec::new(),
+                bytes: 0,
+                first_at: None,
+                last_at: None,
                 closed: false,
             }),
             pending: AtomicUsize::new(0),
@@ -105,11 +128,24 @@ impl Shared {
         // journal order is sequence order.
         self.overlay.insert(seq, payload.clone());
         let (resolver, receipt) = receipt(seq);
-        let wake = inbox.ops.is_empty();
+        // tokio's clock: the paused test clock when called on a paused
+        // runtime, the real one anywhere else.
+        let now = Instant::now();
+        inbox.first_at.get_or_insert(now);
+        inbox.last_at = Some(now);
+        let was_empty = inbox.ops.is_empty();
         inbox.ops.push(QueuedOp {
             op: StoreOp { seq, payload },
             resolver,
         });
+        inbox.bytes += bytes;
+        let c = &self.config;
+        // Wake the batcher when the batch starts (to arm its timer) and when
+        // it fills up (to flush at once); saves in between only record their
+        // arrival, which the timer reads when it fires.
+        let just_filled = inbox.ops.len() == c.max_batch
+            || (inbox.bytes >= c.max_batch_bytes && inbox.bytes - bytes < c.max_batch_bytes);
+        let wake = was_empty || just_filled;
         drop(inbox);
         add(&self.metrics.accepted, 1);
         Ok(Accepted { receipt, wake })
@@ -123,17 +159,54 @@ impl Shared {
         self.accept(payload)
     }
 
-    /// Takes everything accepted since the last call, in sequence order.
-    pub fn take_inbox(&self) -> Vec<QueuedOp> {
-        std::mem::take(&mut self.inbox.lock().ops)
+    /// When the collected batch is due.
+    pub fn due(&self) -> Due {
+        let inbox = self.inbox.lock();
+        let c = &self.config;
+        let at = match (inbox.first_at, inbox.last_at) {
+            (Some(first), Some(last)) => Some((last + c.quiet_window).min(first + c.max_wait)),
+            _ => None,
+        };
+        Due {
+            len: inbox.ops.len(),
+            full: inbox.ops.len() >= c.max_batch || inbox.bytes >= c.max_batch_bytes,
+            at,
+        }
     }
 
-    /// Refuses every later save with [`Error::Closed`] and returns what is
-    /// still in the inbox.
-    pub fn close(&self) -> Vec<QueuedOp> {
+    /// Takes the oldest operations, up to one batch (`max_batch` operations,
+    /// `max_batch_bytes`, at least one), in sequence order. Returns them and
+    /// whether more are left.
+    pub fn take_batch(&self) -> (Vec<QueuedOp>, bool) {
+        let c = &self.config;
         let mut inbox = self.inbox.lock();
-        inbox.closed = true;
-        std::mem::take(&mut inbox.ops)
+        let mut n = 0;
+        let mut bytes = 0;
+        for q in &inbox.ops {
+            let b = q.bytes();
+            if n == c.max_batch || (n > 0 && bytes + b > c.max_batch_bytes) {
+                break;
+            }
+            n += 1;
+            bytes += b;
+        }
+        let rest = inbox.ops.split_off(n);
+        let batch = std::mem::replace(&mut inbox.ops, rest);
+        inbox.bytes -= bytes;
+        let more = !inbox.ops.is_empty();
+        if !more {
+            // The next save starts a new batch and its clocks. (What is left
+            // after a full batch keeps them: it is due at once anyway.)
+            inbox.first_at = None;
+            inbox.last_at = None;
+        }
+        (batch, more)
+    }
+
+    /// Refuses every later save with [`Error::Closed`]. What is already
+    /// accepted stays queued for the last flushes.
+    pub fn close(&self) {
+        self.inbox.lock().closed = true;
     }
 
     pub fn is_closed(&self) -> bool {
@@ -171,7 +244,7 @@ mod tests {
         let b = s.accept(payload(&s.config, "b")).unwrap();
         assert_eq!((a.receipt.seq(), a.wake), (10, true));
         assert_eq!((b.receipt.seq(), b.wake), (11, false));
-        assert_eq!(s.take_inbox().len(), 2);
+        assert_eq!(s.take_batch().0.len(), 2);
         assert!(s.accept(payload(&s.config, "c")).unwrap().wake);
         assert_eq!(s.pending().0, 3);
         assert!(s.overlay.get("n", "c", "a").is_some());
@@ -195,7 +268,7 @@ mod tests {
             s.overlay.get("n", "c", "c").is_none(),
             "a refused save changes nothing"
         );
-        let taken = s.take_inbox();
+        let (taken, _) = s.take_batch();
         s.release(taken.len(), taken.iter().map(QueuedOp::bytes).sum());
         s.accept(payload(&s.config, "c")).unwrap();
     }
@@ -204,11 +277,32 @@ mod tests {
     fn closed_refuses() {
         let s = Shared::new(Config::default(), 1);
         s.accept(payload(&s.config, "a")).unwrap();
-        assert_eq!(s.close().len(), 1);
+        s.close();
         assert!(matches!(
             s.accept(payload(&s.config, "b")),
             Err(Error::Closed)
         ));
         assert_eq!(s.pending().0, 1);
+        assert_eq!(s.take_batch().0.len(), 1, "accepted saves stay queued");
+    }
+
+    #[test]
+    fn full_batches_wake_and_are_taken_in_pieces() {
+        let config = Config {
+            max_batch: 3,
+            ..Config::default()
+        };
+        let s = Shared::new(config, 1);
+        let wakes: Vec<bool> = (0..7)
+            .map(|i| s.accept(payload(&s.config, &format!("k{i}"))).unwrap().wake)
+            .collect();
+        assert_eq!(wakes, [true, false, true, false, false, false, false]);
+        assert!(s.due().full);
+        let (a, more) = s.take_batch();
+        assert_eq!((a.len(), more), (3, true));
+        let (b, _) = s.take_batch();
+        let (c, more) = s.take_batch();
+        assert_eq!((b.len(), c.len(), more), (3, 1, false));
+        assert_eq!(s.due(), Due { len: 0, full: false, at: None });
     }
 }

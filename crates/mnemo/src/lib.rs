@@ -40,9 +40,12 @@
 //! - [`text`]: normalisation and query building shared by index and reads.
 //! - [`stats`]: counters and summaries.
 //! - [`error`]: [`Error`] and [`Result`].
+//! - [`baseline`]: the usual design (await a transaction and an index step
+//!   per save), kept for the demo and the benchmarks to compare against.
 
 #![deny(missing_docs)]
 
+pub mod baseline;
 pub mod batcher;
 pub mod config;
 pub mod error;

@@ -1,0 +1,82 @@
+//! The usual design, kept for comparison: every save awaits its own SQLite
+//! transaction and then its own indexing step before it returns.
+//!
+//! This is what an agent's memory tool typically does today (and what the
+//! demo and the benchmarks measure mnemo against). It uses the same schema,
+//! pragmas and upsert as the engine, so a comparison is like for like.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::config::{Config, Synchronous};
+use crate::error::{Error, Result};
+use crate::model::{payload_for_save, SaveRequest, StoreOp, WriteOutcome};
+use crate::sqlite::{busy_slice, index_pending, open_connection, SqliteWriter};
+use crate::store::{BatchWriter, ItemResult};
+
+/// A store where `save` blocks until the row is committed and indexed.
+pub struct AwaitedStore {
+    config: Config,
+    writer: SqliteWriter,
+    index: Connection,
+    seq: u64,
+}
+
+impl AwaitedStore {
+    /// Opens (creating) a database at `path` with the engine's schema and
+    /// the given `synchronous` level.
+    pub fn open(path: &Path, synchronous: Synchronous) -> Result<AwaitedStore> {
+        let config = Config {
+            synchronous,
+            ..Config::new(path)
+        };
+        let writer = SqliteWriter::open(&config)?;
+        let index = open_connection(path, synchronous, busy_slice(config.busy_deadline))?;
+        Ok(AwaitedStore {
+            config,
+            writer,
+            index,
+            seq: 0,
+        })
+    }
+
+    /// Validates, commits the save in its own transaction, then indexes it in
+    /// another, and only then returns. Blocks for both.
+    pub fn save(&mut self, request: SaveRequest) -> Result<WriteOutcome> {
+        self.seq += 1;
+        let op = StoreOp {
+            seq: self.seq,
+            payload: Arc::new(payload_for_save(request, &self.config)?),
+        };
+        let report = self.writer.write_batch(&[op]).map_err(Error::from)?;
+        index_pending(&mut self.index, 1_000, Duration::from_secs(30))?;
+        match report.results.into_iter().next() {
+            Some(ItemResult::Written(o)) => Ok(o),
+            Some(ItemResult::DeadLettered(reason)) => Err(Error::DeadLettered { reason }),
+            None => Err(Error::WriteFailed {
+                reason: "no result".into(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_save_is_committed_and_indexed_before_it_returns() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("b.db");
+        let mut s = AwaitedStore::open(&path, Synchronous::Full)?;
+        let o = s.save(SaveRequest::new("n", "c", "k", "hello world"))?;
+        assert_eq!(o, WriteOutcome::Inserted { version: 1 });
+        let conn = Connection::open(&path)?;
+        let (w, last) = crate::sqlite::index_position(&conn)?;
+        assert_eq!((w, last), (1, 1));
+        Ok(())
+    }
+}
