@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::{
-    Actor, ActorContext, ActorState, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message,
+    Actor, ActorContext, ActorFutureExt, ActorState, Addr, AsyncContext, Context, Handler, Message,
     ResponseFuture, Running, SpawnHandle, WrapFuture,
 };
 use futures::channel::oneshot;

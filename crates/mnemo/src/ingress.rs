@@ -303,6 +303,13 @@ mod tests {
         let (b, _) = s.take_batch();
         let (c, more) = s.take_batch();
         assert_eq!((b.len(), c.len(), more), (3, 1, false));
-        assert_eq!(s.due(), Due { len: 0, full: false, at: None });
+        assert_eq!(
+            s.due(),
+            Due {
+                len: 0,
+                full: false,
+                at: None
+            }
+        );
     }
 }
