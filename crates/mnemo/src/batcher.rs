@@ -265,6 +265,7 @@ impl Actor for MemoryBatcher {
     /// loses nothing it accepted.
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
         self.flush_blocking();
+        self.shared.close_journal();
         tracing::debug!("MemoryBatcher stopping: flushed");
         Running::Stop
     }

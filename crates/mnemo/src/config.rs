@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::journal::JournalSync;
 
 /// SQLite's `synchronous` level for the database (WAL mode is always on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -71,6 +72,14 @@ pub struct Config {
     pub busy_deadline: Duration,
     /// Read connections kept open for `get`, `list` and `search`. Default: 4.
     pub read_connections: usize,
+    /// Append every accepted save to a crash journal before `save` returns,
+    /// and replay orphaned journals on open. Off trades the crash guarantee
+    /// for a slightly faster `save` (the fire-and-forget trade-off).
+    /// Default: on.
+    pub journal: bool,
+    /// When the journal is forced to disk. Default: [`JournalSync::Never`]
+    /// (survives process crashes, not power loss).
+    pub journal_sync: JournalSync,
 }
 
 impl Default for Config {
@@ -89,6 +98,8 @@ impl Default for Config {
             synchronous: Synchronous::Full,
             busy_deadline: Duration::from_secs(30),
             read_connections: 4,
+            journal: true,
+            journal_sync: JournalSync::Never,
         }
     }
 }

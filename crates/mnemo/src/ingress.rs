@@ -4,7 +4,7 @@
 //!
 //! [`Memory`]: crate::Memory
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::journal::Journal;
 use crate::model::{OpPayload, StoreOp};
 use crate::overlay::PendingOverlay;
 use crate::receipt::{receipt, Receipt, Resolver};
@@ -42,6 +43,8 @@ struct Inbox {
     /// Arrival of the latest save: the quiet-window clock.
     last_at: Option<Instant>,
     closed: bool,
+    /// The crash journal, appended under this lock in sequence order.
+    journal: Option<Journal>,
 }
 
 /// When the collected batch is due, as the batcher sees it.
@@ -71,6 +74,8 @@ pub(crate) struct Shared {
     /// Accepted and not yet committed (or failed): the backpressure bound.
     pending: AtomicUsize,
     pending_bytes: AtomicUsize,
+    /// Highest sequence number committed by this engine.
+    committed_seq: AtomicU64,
 }
 
 /// What [`Shared::accept`] did besides returning the receipt.
@@ -82,7 +87,7 @@ pub(crate) struct Accepted {
 }
 
 impl Shared {
-    pub fn new(config: Config, next_seq: u64) -> Shared {
+    pub fn new(config: Config, next_seq: u64, journal: Option<Journal>) -> Shared {
         Shared {
             config,
             overlay: PendingOverlay::default(),
@@ -94,9 +99,11 @@ impl Shared {
                 first_at: None,
                 last_at: None,
                 closed: false,
+                journal,
             }),
             pending: AtomicUsize::new(0),
             pending_bytes: AtomicUsize::new(0),
+            committed_seq: AtomicU64::new(0),
         }
     }
 
@@ -124,8 +131,16 @@ impl Shared {
         }
         let seq = inbox.next_seq;
         inbox.next_seq += 1;
-        // The crash journal's append belongs here, under this lock, so that
-        // journal order is sequence order.
+        // Journal first, under this lock (journal order is sequence order):
+        // once `save` returns, the save survives a crash of this process.
+        if let Some(journal) = inbox.journal.as_mut() {
+            if let Err(e) = journal.append(seq, &payload) {
+                drop(inbox);
+                self.release(1, bytes);
+                tracing::error!(error = %e, "journal append failed; save refused");
+                return Err(e);
+            }
+        }
         self.overlay.insert(seq, payload.clone());
         let (resolver, receipt) = receipt(seq);
         // tokio's clock: the paused test clock when called on a paused
@@ -209,6 +224,49 @@ impl Shared {
         self.inbox.lock().closed = true;
     }
 
+    /// Records that every save up to `seq` is committed and retires journal
+    /// segments that held nothing later (deleted outside the lock).
+    pub fn committed_through(&self, seq: u64) {
+        self.committed_seq.fetch_max(seq, Ordering::Relaxed);
+        let retired = self
+            .inbox
+            .lock()
+            .journal
+            .as_mut()
+            .map(|j| j.committed_through(seq));
+        drop(retired);
+    }
+
+    /// With `JournalSync::Batch`: forces the journal to disk (outside the
+    /// ingress lock).
+    pub fn sync_journal(&self) {
+        let handle = self
+            .inbox
+            .lock()
+            .journal
+            .as_ref()
+            .and_then(|j| j.sync_handle());
+        if let Some(map) = handle {
+            if let Err(e) = map.flush() {
+                tracing::warn!(error = %e, "journal sync failed");
+            }
+        }
+    }
+
+    /// Removes the journal's files if everything in it is committed (clean
+    /// shutdown); otherwise leaves them for the next open to replay.
+    pub fn close_journal(&self) {
+        let journal = self.inbox.lock().journal.take();
+        if let Some(j) = journal {
+            drop(j.remove(self.committed_seq.load(Ordering::Relaxed)));
+        }
+    }
+
+    /// Bytes held by the journal's segment files.
+    pub fn journal_bytes(&self) -> u64 {
+        self.inbox.lock().journal.as_ref().map_or(0, Journal::bytes)
+    }
+
     pub fn is_closed(&self) -> bool {
         self.inbox.lock().closed
     }
@@ -239,7 +297,7 @@ mod tests {
 
     #[test]
     fn sequence_numbers_and_wake_ups() {
-        let s = Shared::new(Config::default(), 10);
+        let s = Shared::new(Config::default(), 10, None);
         let a = s.accept(payload(&s.config, "a")).unwrap();
         let b = s.accept(payload(&s.config, "b")).unwrap();
         assert_eq!((a.receipt.seq(), a.wake), (10, true));
@@ -257,7 +315,7 @@ mod tests {
             max_pending: 2,
             ..Config::default()
         };
-        let s = Shared::new(config, 1);
+        let s = Shared::new(config, 1, None);
         s.accept(payload(&s.config, "a")).unwrap();
         s.accept(payload(&s.config, "b")).unwrap();
         assert!(matches!(
@@ -275,7 +333,7 @@ mod tests {
 
     #[test]
     fn closed_refuses() {
-        let s = Shared::new(Config::default(), 1);
+        let s = Shared::new(Config::default(), 1, None);
         s.accept(payload(&s.config, "a")).unwrap();
         s.close();
         assert!(matches!(
@@ -292,7 +350,7 @@ mod tests {
             max_batch: 3,
             ..Config::default()
         };
-        let s = Shared::new(config, 1);
+        let s = Shared::new(config, 1, None);
         let wakes: Vec<bool> = (0..7)
             .map(|i| s.accept(payload(&s.config, &format!("k{i}"))).unwrap().wake)
             .collect();

@@ -29,6 +29,8 @@
 //! - [`receipt`]: [`Receipt`], awaitable `durable()` / `indexed()`.
 //! - `ingress`: the one door for saves: bound, sequence number, overlay,
 //!   inbox.
+//! - [`journal`]: the crash journal: append before `save` returns, replay
+//!   on open.
 //! - `overlay`: the pending overlay that makes reads see unflushed saves.
 //! - [`batcher`]: the [`MemoryBatcher`] actor: debounce, max wait, max batch,
 //!   coalescing, one flush in flight.
@@ -51,6 +53,7 @@ pub mod config;
 pub mod error;
 pub mod indexer;
 mod ingress;
+pub mod journal;
 pub mod memory;
 pub mod model;
 mod overlay;
@@ -65,6 +68,7 @@ pub use batcher::{Flush, ForgetMemory, MemoryBatcher, SaveMemory, Shutdown};
 pub use config::{Config, Synchronous};
 pub use error::{Error, Failure, Result};
 pub use indexer::RagIndexer;
+pub use journal::JournalSync;
 pub use memory::Memory;
 pub use model::{MemoryRecord, SaveRequest, SearchHit, WriteOutcome};
 pub use receipt::{Receipt, ReceiptStatus};

@@ -12,12 +12,15 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::indexer::RagIndexer;
 use crate::ingress::Shared;
+use crate::journal::{self, Journal, SEGMENT_BYTES};
+use crate::model::StoreOp;
 use crate::model::{
     check_part, payload_for_forget, payload_for_save, MemoryRecord, SaveRequest, SearchHit,
 };
 use crate::receipt::Receipt;
 use crate::sqlite::{self, ReadPool, SqliteWriter};
 use crate::stats::{Metrics, Stats};
+use crate::store::BatchWriter;
 use crate::text::{tokens, Query};
 use crate::writer::spawn_writer;
 
@@ -122,7 +125,17 @@ impl Memory {
                 std::fs::create_dir_all(parent)?;
             }
         }
-        let store = SqliteWriter::open(&config)?;
+        let mut store = SqliteWriter::open(&config)?;
+        let replayed = replay_orphans(&mut store, &config)?;
+        if replayed.records > 0 || replayed.dropped_bytes > 0 {
+            tracing::info!(
+                journals = replayed.journals,
+                replayed = replayed.records,
+                already_committed = replayed.skipped,
+                dropped_bytes = replayed.dropped_bytes,
+                "replayed journals of engines that stopped without flushing"
+            );
+        }
         let mut index_conn = sqlite::open_connection(
             &config.path,
             config.synchronous,
@@ -137,7 +150,18 @@ impl Memory {
         }
         let (watermark, last_change) = sqlite::index_position(&index_conn)?;
         let next_seq = sqlite::last_seq(store.connection())? + 1;
-        let shared = Arc::new(Shared::new(config.clone(), next_seq));
+        let journal = if config.journal {
+            let j = Journal::create(&config.path, config.journal_sync, SEGMENT_BYTES)?;
+            store.set_journal(Some(j.id().to_owned()));
+            Some(j)
+        } else {
+            None
+        };
+        let shared = Arc::new(Shared::new(config.clone(), next_seq, journal));
+        shared
+            .metrics
+            .replayed
+            .store(replayed.records, std::sync::atomic::Ordering::Relaxed);
         Metrics::set_max(&shared.metrics.index_watermark, watermark);
         Metrics::set_max(&shared.metrics.committed_change, last_change);
         let parts = Parts {
@@ -344,6 +368,7 @@ impl Memory {
         s.pending = pending;
         s.pending_bytes = bytes;
         s.overlay_keys = shared.overlay.len();
+        s.journal_bytes = shared.journal_bytes();
         s
     }
 
@@ -374,6 +399,8 @@ impl Memory {
             // Already stopped: its `stopping` hook flushed.
             Err(_) => Ok(()),
         };
+        // Everything accepted is settled: the journal can go.
+        self.inner.shared.close_journal();
         if let Some(own) = &self.inner.own_system {
             own.stop_and_join();
         }
@@ -391,4 +418,56 @@ impl Memory {
     pub fn is_closed(&self) -> bool {
         self.inner.shared.is_closed()
     }
+}
+
+/// What replaying orphaned journals did.
+#[derive(Debug, Default)]
+struct Replay {
+    journals: usize,
+    records: u64,
+    skipped: u64,
+    dropped_bytes: usize,
+}
+
+/// Commits the saves of journals whose engine is gone (killed before its
+/// flush), exactly once: records at or below the journal's committed mark are
+/// skipped, and each replayed batch moves the mark in its own transaction,
+/// so a crash during replay replays only the rest.
+fn replay_orphans(store: &mut SqliteWriter, config: &Config) -> Result<Replay> {
+    let mut report = Replay::default();
+    if !config.journal {
+        return Ok(report);
+    }
+    for orphan in journal::orphans(&config.path)? {
+        report.journals += 1;
+        if orphan.dropped > 0 {
+            tracing::warn!(
+                journal = %orphan.id,
+                bytes = orphan.dropped,
+                "journal tail damaged (torn or corrupt record); the valid prefix is replayed"
+            );
+        }
+        report.dropped_bytes += orphan.dropped;
+        let mark = sqlite::journal_mark(store.connection(), &orphan.id)?;
+        let ops: Vec<StoreOp> = orphan
+            .records
+            .iter()
+            .filter(|r| r.seq > mark)
+            .map(|r| StoreOp {
+                seq: r.seq,
+                payload: Arc::new(r.payload.clone()),
+            })
+            .collect();
+        report.skipped += (orphan.records.len() - ops.len()) as u64;
+        store.set_journal(Some(orphan.id.clone()));
+        for chunk in ops.chunks(config.max_batch) {
+            store.write_batch(chunk).map_err(Error::from)?;
+            report.records += chunk.len() as u64;
+        }
+        store.set_journal(None);
+        sqlite::drop_journal_mark(store.connection(), &orphan.id)?;
+        orphan.remove();
+    }
+    sqlite::prune_journal_marks(store.connection(), &journal::dir_for(&config.path))?;
+    Ok(report)
 }

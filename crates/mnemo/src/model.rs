@@ -128,7 +128,7 @@ pub enum WriteOutcome {
 /// What a queued operation does. Payloads are shared (`Arc`) between the
 /// batch, the pending overlay and the writer thread, so no copy is made
 /// after `save` validated them.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct OpPayload {
     pub namespace: String,
     pub category: String,

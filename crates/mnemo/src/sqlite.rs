@@ -10,6 +10,8 @@
 //!   `memories.id`, plus a namespace token column.
 //! - `dead_letters`: rows the database rejected, with the reason.
 //! - `meta`: counters (`next_change`, `index_watermark`, `last_seq`).
+//! - `journal_marks`: per crash journal, the highest sequence number
+//!   committed from it (written in the batch's own transaction).
 
 use std::path::Path;
 use std::time::Duration;
@@ -54,6 +56,10 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 CREATE TABLE IF NOT EXISTS meta (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS journal_marks (
+    journal TEXT PRIMARY KEY,
+    seq     INTEGER NOT NULL
 ) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta (name, value) VALUES ('next_change', 1), ('index_watermark', 0), ('last_seq', 0);
 CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5 (
@@ -231,6 +237,9 @@ fn dead_letter(conn: &Connection, op: &StoreOp, reason: &str) -> rusqlite::Resul
 pub(crate) struct SqliteWriter {
     conn: Connection,
     busy_deadline: Duration,
+    /// The crash journal the batches come from; each commit records how far
+    /// it got in `journal_marks`.
+    journal_id: Option<String>,
 }
 
 impl SqliteWriter {
@@ -255,7 +264,13 @@ impl SqliteWriter {
         Ok(SqliteWriter {
             conn,
             busy_deadline: config.busy_deadline,
+            journal_id: None,
         })
+    }
+
+    /// Sets the journal whose position later batches record.
+    pub fn set_journal(&mut self, id: Option<String>) {
+        self.journal_id = id;
     }
 
     /// The connection (for tests and tools that inspect the database).
@@ -301,6 +316,14 @@ impl SqliteWriter {
             }
         }
         set_meta(&tx, "next_change", next_change).map_err(classify)?;
+        if let Some(journal) = &self.journal_id {
+            tx.prepare_cached(
+                "INSERT INTO journal_marks (journal, seq) VALUES (?1, ?2)
+                 ON CONFLICT (journal) DO UPDATE SET seq = max(seq, excluded.seq)",
+            )
+            .and_then(|mut s| s.execute(params![journal, max_seq as i64]))
+            .map_err(classify)?;
+        }
         let last_seq = meta(&tx, "last_seq").map_err(classify)?;
         set_meta(&tx, "last_seq", last_seq.max(max_seq as i64)).map_err(classify)?;
         tx.commit().map_err(classify)?;
@@ -331,6 +354,39 @@ impl BatchWriter for SqliteWriter {
             }
         })
     }
+}
+
+/// How far a journal's records are committed (0 if none are).
+pub(crate) fn journal_mark(conn: &Connection, journal: &str) -> Result<u64> {
+    let seq: Option<i64> = conn
+        .prepare_cached("SELECT seq FROM journal_marks WHERE journal = ?1")?
+        .query_row([journal], |r| r.get(0))
+        .optional()?;
+    Ok(seq.unwrap_or(0).max(0) as u64)
+}
+
+/// Forgets a replayed journal's mark (its files are gone).
+pub(crate) fn drop_journal_mark(conn: &Connection, journal: &str) -> Result<()> {
+    conn.execute("DELETE FROM journal_marks WHERE journal = ?1", [journal])?;
+    Ok(())
+}
+
+/// Deletes the marks of journals whose lock file is gone (cleanly removed
+/// or replayed). A live journal's lock file exists before its first commit,
+/// so its mark is never touched.
+pub(crate) fn prune_journal_marks(conn: &Connection, journal_dir: &Path) -> Result<usize> {
+    let ids: Vec<String> = conn
+        .prepare("SELECT journal FROM journal_marks")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut pruned = 0;
+    for id in ids {
+        if !journal_dir.join(format!("{id}.lock")).exists() {
+            drop_journal_mark(conn, &id)?;
+            pruned += 1;
+        }
+    }
+    Ok(pruned)
 }
 
 /// What one indexing pass did.

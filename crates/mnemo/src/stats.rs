@@ -81,6 +81,11 @@ pub struct Stats {
     pub index_lag_changes: i64,
     /// Milliseconds from a batch's commit to its indexing, recent batches.
     pub index_lag_ms: Summary,
+    /// Saves replayed from journals of engines that died before flushing,
+    /// at this open.
+    pub replayed: u64,
+    /// Bytes of journal segment files held by this engine.
+    pub journal_bytes: u64,
 }
 
 /// The live counters behind [`Stats`].
@@ -97,6 +102,7 @@ pub(crate) struct Metrics {
     pub batches: AtomicU64,
     pub committed_change: AtomicI64,
     pub index_watermark: AtomicI64,
+    pub replayed: AtomicU64,
     recent: Mutex<Recent>,
 }
 
@@ -157,6 +163,7 @@ impl Metrics {
             committed_change,
             index_watermark,
             index_lag_changes: (committed_change - index_watermark).max(0),
+            replayed: l(&self.replayed),
             ..Stats::default()
         }
     }

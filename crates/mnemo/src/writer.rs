@@ -87,6 +87,7 @@ pub(crate) fn run_flush(
     );
     let _enter = span.enter();
     let started = Instant::now();
+    shared.sync_journal();
     let ops: Vec<StoreOp> = winners.iter().map(|q| q.op.clone()).collect();
     let bytes: usize = winners.iter().map(QueuedOp::bytes).sum::<usize>()
         + superseded.iter().map(|(q, _)| q.bytes()).sum::<usize>();
@@ -119,6 +120,13 @@ pub(crate) fn run_flush(
             m.record_flush(ops.len(), took);
             Metrics::set_max(&m.committed_change, report.last_change);
             shared.release(count, bytes);
+            let max_seq = winners
+                .iter()
+                .map(|q| q.op.seq)
+                .chain(superseded.iter().map(|(q, _)| q.op.seq))
+                .max()
+                .unwrap_or(0);
+            shared.committed_through(max_seq);
             let mut items = Vec::with_capacity(count);
             for (q, r) in winners.into_iter().zip(report.results) {
                 match r {

@@ -1,0 +1,261 @@
+//! Crash safety with real processes: a child saves and is killed with
+//! SIGKILL at a random moment, most often inside the debounce window (before
+//! any flush); the parent reopens the database and checks every
+//! acknowledged save against a plain model of what was acknowledged. Also:
+//! several processes writing one database at once.
+//!
+//! `MNEMO_CRASH_KILLS=500 cargo test --release --test crash -- --nocapture`
+//! runs more kills than CI's default 50.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mnemo::{Config, Memory, Result, SaveRequest};
+
+fn spawn_child(child: &str, db: &std::path::Path, seed: u64) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            child,
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("MNEMO_CHILD_DB", db)
+        .env("MNEMO_CHILD_SEED", seed.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn child test process")
+}
+
+fn child_env() -> Option<(std::path::PathBuf, u64)> {
+    let db = std::env::var_os("MNEMO_CHILD_DB")?;
+    let seed = std::env::var("MNEMO_CHILD_SEED").ok()?.parse().ok()?;
+    Some((db.into(), seed))
+}
+
+/// One acknowledged operation, as the child printed it after `save`/`forget`
+/// returned: `ACK <seq> <key> <value or -forget->`.
+#[derive(Debug)]
+struct Ack {
+    seq: u64,
+    key: String,
+    value: Option<String>,
+}
+
+fn parse_ack(line: &str) -> Option<Ack> {
+    let mut parts = line.splitn(4, ' ');
+    if parts.next()? != "ACK" {
+        return None;
+    }
+    let seq = parts.next()?.parse().ok()?;
+    let key = parts.next()?.to_owned();
+    let value = parts.next()?;
+    Some(Ack {
+        seq,
+        key,
+        value: (value != "-forget-").then(|| value.to_owned()),
+    })
+}
+
+#[test]
+#[ignore = "child process of kill_at_random_moments_loses_nothing_acknowledged"]
+fn child_saves_until_killed() {
+    let Some((db, seed)) = child_env() else {
+        return;
+    };
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut c = Config::new(db);
+    c.journal = std::env::var_os("MNEMO_CHILD_NO_JOURNAL").is_none();
+    let memory = Memory::open(c).unwrap();
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    // A newline first: libtest has printed "test <name> ... " without one.
+    writeln!(out, "\nREADY").unwrap();
+    out.flush().unwrap();
+    for i in 0..100_000u64 {
+        let key = format!("k{}", rng.u32(0..30));
+        let receipt = if rng.u8(0..10) == 0 {
+            let r = memory.forget("crash", "facts", &key).unwrap();
+            writeln!(out, "ACK {} {key} -forget-", r.seq()).unwrap();
+            r
+        } else {
+            let value = format!("seed{seed}-op{i}-{}", "x".repeat(rng.usize(0..200)));
+            let r = memory
+                .save(SaveRequest::new("crash", "facts", &key, &value))
+                .unwrap();
+            writeln!(out, "ACK {} {key} {value}", r.seq()).unwrap();
+            r
+        };
+        drop(receipt);
+        out.flush().unwrap();
+        if rng.u8(0..4) == 0 {
+            std::thread::sleep(Duration::from_micros(rng.u64(0..3_000)));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn kill_at_random_moments_loses_nothing_acknowledged() -> Result<()> {
+    let kills: u64 = std::env::var("MNEMO_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let mut acknowledged = 0usize;
+    let mut lost = 0usize;
+    let mut replayed = 0u64;
+    let started = Instant::now();
+    for seed in 1..=kills {
+        let db = common::temp_db();
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut child = spawn_child("child_saves_until_killed", &db.path, seed);
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        while rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("child started")
+            != "READY"
+        {}
+        // Mostly inside the 500 ms quiet window (nothing flushed yet),
+        // sometimes after a flush or two.
+        let alive_for = Duration::from_millis(rng.u64(1..800));
+        std::thread::sleep(alive_for);
+        child.kill().expect("SIGKILL");
+        child.wait().unwrap();
+        reader.join().unwrap();
+        // Every line the child printed was printed after its save returned.
+        let acks: Vec<Ack> = rx.try_iter().filter_map(|l| parse_ack(&l)).collect();
+        assert!(acks.windows(2).all(|w| w[0].seq < w[1].seq));
+        let mut model: BTreeMap<String, Option<String>> = BTreeMap::new();
+        for a in &acks {
+            model.insert(a.key.clone(), a.value.clone());
+        }
+        acknowledged += acks.len();
+
+        let memory = Memory::open(Config::new(&db.path))?;
+        replayed += memory.stats().replayed;
+        for (key, want) in &model {
+            let got = memory.get("crash", "facts", key)?.map(|r| r.value);
+            if &got != want {
+                lost += 1;
+                eprintln!("seed {seed}: {key}: want {want:?}, got {got:?}");
+            }
+        }
+        let listed = memory.list("crash", None)?;
+        assert_eq!(
+            listed.len(),
+            model.values().filter(|v| v.is_some()).count(),
+            "seed {seed}: no extra rows"
+        );
+        memory.shutdown_blocking()?;
+    }
+    println!(
+        "crash test: {kills} kills, {acknowledged} operations acknowledged, {replayed} replayed from journals, {lost} lost, {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(lost, 0);
+    assert!(replayed > 0, "some kills must have landed before a flush");
+    Ok(())
+}
+
+#[test]
+#[ignore = "child process of four_processes_share_one_database"]
+fn child_writes_alongside_others() {
+    let Some((db, seed)) = child_env() else {
+        return;
+    };
+    let mut c = Config::new(db);
+    c.quiet_window = Duration::from_millis(5);
+    c.max_wait = Duration::from_millis(20);
+    c.max_batch = 50;
+    let memory = Memory::open(c).unwrap();
+    println!(); // libtest has printed "test <name> ... " without a newline
+    let mut receipts = Vec::new();
+    for i in 0..400 {
+        // own keys, and a few keys every process writes
+        let (key, value) = if i % 10 == 0 {
+            (format!("shared{}", i % 3), format!("p{seed}-{i}"))
+        } else {
+            (format!("p{seed}-k{i}"), format!("p{seed}-v{i}"))
+        };
+        receipts.push((
+            key.clone(),
+            value.clone(),
+            memory
+                .save(SaveRequest::new("multi", "facts", &key, &value))
+                .unwrap(),
+        ));
+        if i % 50 == 0 {
+            std::thread::sleep(Duration::from_millis(3));
+        }
+    }
+    for (key, value, r) in &receipts {
+        match r.wait_durable() {
+            Ok(_) => println!("OK {key} {value}"),
+            Err(e) => println!("ERR {key} {e}"),
+        }
+    }
+    memory.shutdown_blocking().unwrap();
+}
+
+#[test]
+fn four_processes_share_one_database() -> Result<()> {
+    let db = common::temp_db();
+    drop(Memory::open(Config::new(&db.path))?); // schema
+    let children: Vec<_> = (1..=4)
+        .map(|p| spawn_child("child_writes_alongside_others", &db.path, p))
+        .collect();
+    let mut committed = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            assert!(!line.starts_with("ERR"), "a caller saw an error: {line}");
+            if let Some(rest) = line.strip_prefix("OK ") {
+                let (k, v) = rest.split_once(' ').unwrap();
+                committed.push((k.to_owned(), v.to_owned()));
+            }
+        }
+    }
+    assert_eq!(committed.len(), 4 * 400);
+    let memory = Memory::open(Config::new(&db.path))?;
+    for (k, v) in committed.iter().filter(|(k, _)| !k.starts_with("shared")) {
+        assert_eq!(
+            memory.get("multi", "facts", k)?.map(|r| r.value).as_ref(),
+            Some(v)
+        );
+    }
+    // shared keys: the value is the last one some process wrote to it
+    for s in 0..3 {
+        let key = format!("shared{s}");
+        let got = memory.get("multi", "facts", &key)?.unwrap().value;
+        let lasts: Vec<&String> = (1..=4)
+            .filter_map(|p| {
+                committed
+                    .iter()
+                    .filter(|(k, v)| k == &key && v.starts_with(&format!("p{p}-")))
+                    .map(|(_, v)| v)
+                    .next_back()
+            })
+            .collect();
+        assert!(
+            lasts.contains(&&got),
+            "{key} = {got}, not any process's last write {lasts:?}"
+        );
+    }
+    assert_eq!(memory.list("multi", None)?.len(), 4 * 360 + 3);
+    memory.shutdown_blocking()
+}
