@@ -11,6 +11,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use mnemo::{Config, Memory, SaveRequest};
 
+mod mcp;
+
 #[derive(Parser)]
 #[command(
     name = "mnemo",
@@ -61,6 +63,8 @@ enum Command {
     Forget { category: String, key: String },
     /// Counters of the database.
     Stats,
+    /// Run an MCP server over stdio backed by this database.
+    Mcp,
 }
 
 fn main() -> Result<()> {
@@ -94,6 +98,7 @@ async fn run(cli: Cli) -> Result<()> {
     let ns = cli.namespace.as_str();
     match cli.command {
         Command::Demo => demo(&cli.db).await,
+        Command::Mcp => mcp::serve(&cli.db, ns).await,
         Command::Save {
             category,
             key,
