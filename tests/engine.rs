@@ -122,9 +122,17 @@ fn no_path_returns_another_namespaces_memory() -> Result<()> {
             Ok(())
         };
         check(&memory)?; // pending
+        assert_eq!(memory.namespaces()?, ["alice", "bob"]);
         a.indexed().await?;
         b.indexed().await?;
         check(&memory)?; // indexed
+        assert_eq!(memory.namespaces()?, ["alice", "bob"]);
+        memory.forget("bob", "secrets", "pin")?;
+        assert_eq!(
+            memory.namespaces()?,
+            ["alice"],
+            "a pending forget empties bob"
+        );
         memory.shutdown().await
     })
 }

@@ -290,6 +290,25 @@ impl Memory {
         Ok(merged.into_values().collect())
     }
 
+    /// Every namespace that holds at least one memory (pending saves
+    /// included), in order. For tools that walk the whole database, such as
+    /// export.
+    pub fn namespaces(&self) -> Result<Vec<String>> {
+        let fresh = self.inner.shared.overlay.namespaces();
+        let mut all = self.inner.reads.with(sqlite::namespaces)?;
+        all.extend(fresh);
+        all.sort();
+        all.dedup();
+        // A namespace whose only entries are pending forgets may be empty.
+        let mut out = Vec::with_capacity(all.len());
+        for ns in all {
+            if !self.list(&ns, None)?.is_empty() {
+                out.push(ns);
+            }
+        }
+        Ok(out)
+    }
+
     /// Searches a namespace's memories for the words of `query` (any text:
     /// quotes, `*`, `NEAR`, parentheses and SQL are just words), optionally in
     /// one category; at most `limit` hits (1..=1000), best first.

@@ -107,6 +107,18 @@ impl PendingOverlay {
             .collect()
     }
 
+    /// Namespaces with at least one entry (saves or forgets), in order.
+    pub fn namespaces(&self) -> Vec<String> {
+        let map = self.map.read();
+        let mut out: Vec<String> = Vec::new();
+        for (ns, _, _) in map.keys() {
+            if out.last() != Some(ns) {
+                out.push(ns.clone());
+            }
+        }
+        out
+    }
+
     /// Number of keys held.
     pub fn len(&self) -> usize {
         self.map.read().len()

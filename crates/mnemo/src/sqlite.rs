@@ -616,6 +616,15 @@ pub(crate) fn search(
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
+/// Namespaces holding at least one memory, in order.
+pub(crate) fn namespaces(conn: &Connection) -> Result<Vec<String>> {
+    let mut st = conn.prepare_cached(
+        "SELECT DISTINCT namespace FROM memories WHERE deleted = 0 ORDER BY namespace",
+    )?;
+    let rows = st.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+}
+
 /// Counts for `stats`: live rows and dead letters.
 pub(crate) fn counts(conn: &Connection) -> Result<(u64, u64)> {
     let rows: i64 = conn.query_row("SELECT count(*) FROM memories WHERE deleted = 0", [], |r| {
