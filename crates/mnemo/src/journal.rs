@@ -166,6 +166,28 @@ pub(crate) fn decode(bytes: &[u8]) -> (Vec<Record>, usize) {
     (records, dropped)
 }
 
+/// What [`decode`] found in a journal segment: for tools and fuzzing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeSummary {
+    /// Valid records before the end marker or the first damaged record.
+    pub records: usize,
+    /// Bytes after them that were not zero (a torn or corrupt tail).
+    pub dropped_bytes: usize,
+    /// The last valid record's sequence number (0 if none).
+    pub last_seq: u64,
+}
+
+/// Decodes a journal segment's bytes and summarises them. Never panics,
+/// whatever the input.
+pub fn decode_summary(bytes: &[u8]) -> DecodeSummary {
+    let (records, dropped_bytes) = decode(bytes);
+    DecodeSummary {
+        records: records.len(),
+        dropped_bytes,
+        last_seq: records.last().map_or(0, |r| r.seq),
+    }
+}
+
 fn decode_prefix(bytes: &[u8]) -> (Vec<Record>, usize) {
     let mut records = Vec::new();
     let mut at = 0;

@@ -125,6 +125,13 @@ pub(crate) fn last_seq(conn: &Connection) -> Result<u64> {
 fn classify(e: rusqlite::Error) -> AttemptError {
     match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => AttemptError::Busy,
+        Some(
+            ErrorCode::SystemIoFailure
+            | ErrorCode::ReadOnly
+            | ErrorCode::DiskFull
+            | ErrorCode::CannotOpen
+            | ErrorCode::FileLockingProtocolFailed,
+        ) => AttemptError::Io(e.to_string()),
         Some(ErrorCode::ConstraintViolation | ErrorCode::TooBig | ErrorCode::TypeMismatch) => {
             AttemptError::Row(e.to_string())
         }
@@ -282,6 +289,11 @@ impl SqliteWriter {
     /// `isolate`, each op runs in its own savepoint and a rejected row becomes
     /// a dead letter instead of failing the batch.
     fn attempt(&mut self, ops: &[StoreOp], isolate: bool) -> Result<BatchReport, AttemptError> {
+        // Fail point for tests: "return" fails this attempt as an I/O error
+        // would (the `failpoints` feature; free when off).
+        fail::fail_point!("mnemo::commit", |_| Err(AttemptError::Io(
+            "injected I/O error (fail point mnemo::commit)".into()
+        )));
         let mut tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -349,6 +361,9 @@ impl BatchWriter for SqliteWriter {
         };
         result.map_err(|(e, waited)| match e {
             AttemptError::Busy => Failure::Busy { waited },
+            AttemptError::Io(reason) => Failure::WriteFailed {
+                reason: format!("{reason} (retried for {waited:.1?})"),
+            },
             AttemptError::Row(reason) | AttemptError::Fatal(reason) => {
                 Failure::WriteFailed { reason }
             }

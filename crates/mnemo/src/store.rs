@@ -42,15 +42,20 @@ pub(crate) trait BatchWriter: Send {
 pub(crate) enum AttemptError {
     /// Locked by another writer: worth retrying.
     Busy,
+    /// An I/O-level failure (I/O error, read-only or full disk, cannot
+    /// open): retried too, since such faults are often cleared (a disk is
+    /// remounted, space is freed) and the batch is otherwise lost to the
+    /// caller.
+    Io(String),
     /// One row was rejected (constraint, trigger, type): isolate it.
     Row(String),
     /// Anything else (I/O, read-only, corrupt): give up on this batch.
     Fatal(String),
 }
 
-/// Retries `attempt` while it reports [`AttemptError::Busy`], sleeping with
-/// exponential backoff and full jitter, until `deadline` has passed since the
-/// first try. Blocks the calling thread (the writer or indexer thread, never
+/// Retries `attempt` while it reports [`AttemptError::Busy`] or
+/// [`AttemptError::Io`], sleeping with exponential backoff and full jitter,
+/// until `deadline` has passed since the first try. Blocks the calling thread (the writer or indexer thread, never
 /// an async one).
 pub(crate) fn retry_busy<T>(
     deadline: Duration,
@@ -60,10 +65,13 @@ pub(crate) fn retry_busy<T>(
     let mut backoff = Duration::from_millis(5);
     loop {
         match attempt() {
-            Err(AttemptError::Busy) => {
+            Err(e @ (AttemptError::Busy | AttemptError::Io(_))) => {
                 let waited = start.elapsed();
                 if waited >= deadline {
-                    return Err((AttemptError::Busy, waited));
+                    return Err((e, waited));
+                }
+                if let AttemptError::Io(reason) = &e {
+                    tracing::warn!(%reason, "I/O failure; retrying");
                 }
                 let remaining = deadline - waited;
                 // full jitter: sleep a random part of the backoff, so several
@@ -111,5 +119,15 @@ mod tests {
             Err(AttemptError::Fatal("disk".into()))
         });
         assert!(matches!(r, Err((AttemptError::Fatal(_), _))));
+        let mut tries = 0;
+        let r = retry_busy(Duration::from_secs(5), || {
+            tries += 1;
+            if tries < 3 {
+                Err(AttemptError::Io("read-only".into()))
+            } else {
+                Ok(())
+            }
+        });
+        assert!(r.is_ok(), "I/O failures are retried");
     }
 }

@@ -67,6 +67,34 @@ fn version_of(o: &WriteOutcome) -> u64 {
     }
 }
 
+/// How many times a batch is tried when the store panics. A panic leaves no
+/// transaction behind (rusqlite rolls back on drop), so a retry is safe; a
+/// panic that repeats fails the batch with a reason (its saves stay in the
+/// journal for the next open).
+const PANIC_ATTEMPTS: usize = 3;
+
+/// Writes the batch; a panic in the store neither takes this thread (and
+/// every later flush) down nor loses the batch on its first occurrence.
+fn write_catching_panics(
+    store: &mut dyn BatchWriter,
+    ops: &[StoreOp],
+) -> Result<crate::store::BatchReport, Failure> {
+    for attempt in 1..=PANIC_ATTEMPTS {
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            // Fail point for tests: "panic" makes the store panic mid-flush.
+            fail::fail_point!("mnemo::write_batch");
+            store.write_batch(ops)
+        }));
+        match result {
+            Ok(r) => return r,
+            Err(_) => tracing::error!(attempt, "the store panicked while writing a batch"),
+        }
+    }
+    Err(Failure::WriteFailed {
+        reason: format!("the store panicked while writing this batch ({PANIC_ATTEMPTS} attempts)"),
+    })
+}
+
 /// Writes one batch and settles every receipt in it. Public to the crate so
 /// the batcher's `stopping` hook can run a last flush the same way.
 pub(crate) fn run_flush(
@@ -93,18 +121,7 @@ pub(crate) fn run_flush(
         + superseded.iter().map(|(q, _)| q.bytes()).sum::<usize>();
     let count = winners.len() + superseded.len();
 
-    // A panic in the store must not take the thread (and every later flush)
-    // down: the batch fails with a reason instead.
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        // Fail point for tests: "panic" makes the store panic mid-flush.
-        fail::fail_point!("mnemo::write_batch");
-        store.write_batch(&ops)
-    }))
-    .unwrap_or_else(|_| {
-        Err(Failure::WriteFailed {
-            reason: "the store panicked while writing this batch".into(),
-        })
-    });
+    let result = write_catching_panics(store, &ops);
     let m: &Metrics = &shared.metrics;
     match result {
         Ok(report) => {
