@@ -218,6 +218,75 @@ fn bad_input_is_a_typed_error_and_changes_nothing() -> Result<()> {
 }
 
 #[test]
+fn any_unicode_is_stored_and_found_and_escaped_json_is_checked() -> Result<()> {
+    let db = temp_db();
+    paused_system().block_on(async {
+        let memory = Memory::open(config(&db))?;
+        let texts = [
+            ("rtl", "\u{202B}مجھے چائے پسند ہے\u{202C} and עברית"),
+            ("combining", "e\u{0301}cole cafe\u{0301} n\u{0303}"),
+            ("emoji", "loves 🎵🎶 and 👩🏽‍💻 family emoji 👨‍👩‍👧"),
+            ("zero-width", "مے\u{200C}خانہ ZWJ\u{200D}test"),
+            ("mixed", "Ayesha ki behen — عائشہ کی بہن — 阿伊莎"),
+        ];
+        let mut receipts = Vec::new();
+        for (key, value) in texts {
+            receipts.push(memory.save(req("u", "unicode", key, value))?);
+        }
+        for r in &receipts {
+            r.indexed().await?;
+        }
+        for (key, value) in texts {
+            assert_eq!(
+                memory.get("u", "unicode", key)?.unwrap().value,
+                value,
+                "stored exactly"
+            );
+        }
+        assert_eq!(
+            memory.search("u", "école", None, 5)?[0].record.key,
+            "combining"
+        );
+        assert_eq!(
+            memory.search("u", "🎵", None, 5)?.len(),
+            0,
+            "emoji are not words"
+        );
+        assert_eq!(
+            memory.search("u", "阿伊莎", None, 5)?[0].record.key,
+            "mixed"
+        );
+        assert_eq!(memory.search("u", "چائے", None, 5)?[0].record.key, "rtl");
+
+        // JSON arrives escaped from tool calls: an escaped NUL is refused,
+        // an unpaired surrogate cannot even be parsed; both are typed errors.
+        let nul = req("u", "c", "k", "v").with_metadata_json(r#"{"note": "a\u0000b"}"#)?;
+        assert!(matches!(
+            memory.save(nul),
+            Err(Error::InvalidInput {
+                field: "metadata",
+                ..
+            })
+        ));
+        let surrogate = req("u", "c", "k", "v").with_metadata_json(r#"{"note": "\ud800"}"#);
+        assert!(matches!(
+            surrogate,
+            Err(Error::InvalidInput {
+                field: "metadata",
+                ..
+            })
+        ));
+        let huge = req("u", "c", "k", &"🎵".repeat(20_000));
+        assert!(matches!(
+            memory.save(huge),
+            Err(Error::InvalidInput { field: "value", .. })
+        ));
+        assert_eq!(memory.get("u", "c", "k")?, None);
+        memory.shutdown().await
+    })
+}
+
+#[test]
 fn overloaded_fails_at_once_and_recovers() -> Result<()> {
     let db = temp_db();
     paused_system().block_on(async {
@@ -482,4 +551,28 @@ fn dropping_the_last_handle_flushes() -> Result<()> {
     memory.shutdown_blocking()?;
     std::thread::sleep(Duration::from_millis(1));
     Ok(())
+}
+
+#[test]
+fn an_index_built_by_another_normaliser_is_rebuilt_on_open() -> Result<()> {
+    let db = temp_db();
+    let memory = Memory::open(config(&db))?;
+    memory.save(req("u", "c", "drink", "我喜欢喝咖啡"))?.wait_indexed()?;
+    memory.shutdown_blocking()?;
+    drop(memory);
+    // As if an older normaliser had built the index: different tokens.
+    let conn = rusqlite::Connection::open(&db.path).unwrap();
+    conn.execute_batch(
+        "DELETE FROM memories_fts;
+         INSERT INTO memories_fts (rowid, ns, key, category, value)
+           SELECT id, 'stale', key, category, value FROM memories;
+         UPDATE meta SET value = 1 WHERE name = 'normalizer_version';",
+    )
+    .unwrap();
+    drop(conn);
+    let memory = Memory::open(config(&db))?;
+    let hits = memory.search("u", "咖啡", None, 5)?;
+    assert_eq!(hits.len(), 1, "the rebuilt index finds it");
+    assert!(!hits[0].fresh);
+    memory.shutdown_blocking()
 }

@@ -377,3 +377,63 @@ fn a_corrupt_journal_tail_replays_the_valid_prefix() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+#[ignore = "child process of a_lock_held_by_another_process_fails_with_busy_and_the_journal_keeps_the_save"]
+fn child_holds_the_write_lock() {
+    let Some(path) = child_db() else { return };
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    println!("\nLOCKED");
+    // Hold the lock until the parent closes our stdin.
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    conn.execute_batch("ROLLBACK").unwrap();
+}
+
+#[test]
+fn a_lock_held_by_another_process_fails_with_busy_and_the_journal_keeps_the_save() -> Result<()> {
+    let db = temp_db();
+    drop(Memory::open(config(&db))?); // schema
+    let mut holder = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "child_holds_the_write_lock",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("MNEMO_CHILD_DB", &db.path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    BufReader::new(holder.stdout.take().unwrap())
+        .lines()
+        .map_while(|l| l.ok())
+        .find(|l| l.contains("LOCKED"))
+        .expect("the other process holds the lock");
+
+    let busy = (|| -> Result<()> {
+        let mut c = config(&db);
+        c.busy_deadline = Duration::from_millis(300);
+        let memory = Memory::open(c)?;
+        let r = memory.save(req("k", "kept in the journal"))?;
+        memory.flush();
+        assert!(matches!(r.wait_durable(), Err(Error::Busy { .. })));
+        // Not committed by this engine, so its journal is kept on shutdown.
+        memory.shutdown_blocking()
+    })();
+    drop(holder.stdin.take()); // the other process releases the lock and exits
+    holder.wait().unwrap(); // (its stdout is closed: libtest's last line may fail)
+    busy?;
+    // The next open commits it: nothing acknowledged vanished.
+    let memory = Memory::open(config(&db))?;
+    assert_eq!(memory.stats().replayed, 1);
+    assert_eq!(
+        memory.get("u", "facts", "k")?.unwrap().value,
+        "kept in the journal"
+    );
+    memory.shutdown_blocking()
+}

@@ -141,6 +141,9 @@ impl Memory {
             config.synchronous,
             sqlite::busy_slice(config.busy_deadline),
         )?;
+        if sqlite::reset_index_if_stale(&index_conn)? {
+            tracing::info!("the text normaliser changed: rebuilding the search index");
+        }
         let caught_up = sqlite::index_pending(&mut index_conn, 2_000, config.busy_deadline)?;
         if caught_up.rows > 0 {
             tracing::info!(

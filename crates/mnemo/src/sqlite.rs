@@ -101,9 +101,23 @@ pub(crate) fn busy_slice(deadline: Duration) -> Duration {
 
 /// Creates the schema if missing. Idempotent.
 pub(crate) fn migrate(conn: &Connection) -> Result<()> {
-    conn.execute_batch(SCHEMA)?;
+    // A plain read first: opening a database whose schema is in place must
+    // not need the write lock (another process may hold it for a while).
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+    ))
+    .inspect_err(|_| {
+        let _ = conn.execute_batch("ROLLBACK");
+    })?;
     Ok(())
 }
+
+/// Bumped when the schema changes; stored in SQLite's `user_version`.
+const SCHEMA_VERSION: i64 = 1;
 
 fn meta(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
     conn.prepare_cached("SELECT value FROM meta WHERE name = ?1")?
@@ -438,6 +452,19 @@ pub(crate) fn index_pending(
 }
 
 fn index_chunk(conn: &mut Connection, chunk: usize) -> Result<IndexPass, AttemptError> {
+    // Look before taking the write lock: nothing to index is the common
+    // case at open, and another process may be holding the lock.
+    let behind: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM memories
+             WHERE change_seq > (SELECT value FROM meta WHERE name = 'index_watermark'))",
+        )
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(classify)?;
+    if !behind {
+        let watermark = meta(conn, "index_watermark").map_err(classify)?;
+        return Ok(IndexPass { rows: 0, watermark });
+    }
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(classify)?;
@@ -492,6 +519,32 @@ fn index_chunk(conn: &mut Connection, chunk: usize) -> Result<IndexPass, Attempt
     }
     tx.commit().map_err(classify)?;
     Ok(IndexPass { rows, watermark })
+}
+
+/// Rebuilds the index from scratch if it was built by another version of
+/// the normaliser (see [`crate::text::NORMALIZER_VERSION`]): empties it and
+/// resets the watermark, so the catch-up that follows re-indexes every row.
+/// Returns whether it did.
+pub(crate) fn reset_index_if_stale(conn: &Connection) -> Result<bool> {
+    let version: Option<i64> = conn
+        .query_row("SELECT value FROM meta WHERE name = 'normalizer_version'", [], |r| r.get(0))
+        .optional()?;
+    if version == Some(crate::text::NORMALIZER_VERSION) {
+        return Ok(false);
+    }
+    conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE;
+         DELETE FROM memories_fts;
+         UPDATE meta SET value = 0 WHERE name = 'index_watermark';
+         INSERT INTO meta (name, value) VALUES ('normalizer_version', {v})
+           ON CONFLICT (name) DO UPDATE SET value = excluded.value;
+         COMMIT;",
+        v = crate::text::NORMALIZER_VERSION
+    ))
+    .inspect_err(|_| {
+        let _ = conn.execute_batch("ROLLBACK");
+    })?;
+    Ok(version.is_some())
 }
 
 /// The index watermark and the last committed change, read together.
