@@ -557,7 +557,9 @@ fn dropping_the_last_handle_flushes() -> Result<()> {
 fn an_index_built_by_another_normaliser_is_rebuilt_on_open() -> Result<()> {
     let db = temp_db();
     let memory = Memory::open(config(&db))?;
-    memory.save(req("u", "c", "drink", "我喜欢喝咖啡"))?.wait_indexed()?;
+    memory
+        .save(req("u", "c", "drink", "我喜欢喝咖啡"))?
+        .wait_indexed()?;
     memory.shutdown_blocking()?;
     drop(memory);
     // As if an older normaliser had built the index: different tokens.

@@ -527,7 +527,11 @@ fn index_chunk(conn: &mut Connection, chunk: usize) -> Result<IndexPass, Attempt
 /// Returns whether it did.
 pub(crate) fn reset_index_if_stale(conn: &Connection) -> Result<bool> {
     let version: Option<i64> = conn
-        .query_row("SELECT value FROM meta WHERE name = 'normalizer_version'", [], |r| r.get(0))
+        .query_row(
+            "SELECT value FROM meta WHERE name = 'normalizer_version'",
+            [],
+            |r| r.get(0),
+        )
         .optional()?;
     if version == Some(crate::text::NORMALIZER_VERSION) {
         return Ok(false);
