@@ -24,6 +24,24 @@ pub enum Synchronous {
     Full,
 }
 
+/// How [`Memory::search`](crate::Memory::search) finds memories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Retrieval {
+    /// Full-text only: FTS5 bm25 over normalised tokens (and the in-memory
+    /// matcher for memories not indexed yet). No vectors are stored. The
+    /// default.
+    #[default]
+    Lexical,
+    /// Full-text and vector search fused by reciprocal-rank fusion
+    /// (k = 60). The indexer also embeds every memory with the built-in
+    /// [`NgramEmbedder`](crate::embed::NgramEmbedder) (or the embedder given
+    /// to [`Memory::open_with_embedder`](crate::Memory::open_with_embedder))
+    /// and stores the vectors beside the FTS rows, in the same transaction.
+    /// Finds plurals, typos and partial words that lexical matching misses.
+    Hybrid,
+}
+
 impl Synchronous {
     pub(crate) fn pragma(self) -> &'static str {
         match self {
@@ -80,6 +98,9 @@ pub struct Config {
     /// When the journal is forced to disk. Default: [`JournalSync::Never`]
     /// (survives process crashes, not power loss).
     pub journal_sync: JournalSync,
+    /// Lexical or hybrid (lexical + vector) retrieval. Default:
+    /// [`Retrieval::Lexical`].
+    pub retrieval: Retrieval,
 }
 
 impl Default for Config {
@@ -100,6 +121,7 @@ impl Default for Config {
             read_connections: 4,
             journal: true,
             journal_sync: JournalSync::Never,
+            retrieval: Retrieval::Lexical,
         }
     }
 }
@@ -184,5 +206,8 @@ mod tests {
         let c: Config = serde_json::from_str(r#"{"max_batch": 10}"#).unwrap();
         assert_eq!(c.max_batch, 10);
         assert_eq!(c.quiet_window, Duration::from_millis(500));
+        assert_eq!(c.retrieval, Retrieval::Lexical);
+        let c: Config = serde_json::from_str(r#"{"retrieval": "hybrid"}"#).unwrap();
+        assert_eq!(c.retrieval, Retrieval::Hybrid);
     }
 }

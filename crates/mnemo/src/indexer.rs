@@ -6,6 +6,10 @@
 //! watermark — not only the batch's own rows — so a batch it missed (a crash
 //! between commit and index, another process's writes) is picked up by the
 //! next one, and by [`Memory::open`](crate::Memory::open).
+//!
+//! With hybrid retrieval the indexer also embeds each changed memory and
+//! writes its vector in the same transaction as its FTS row (and removes the
+//! vectors of forgotten keys); embedding never runs in `save`.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -14,10 +18,11 @@ use std::time::Instant;
 use actix::{Actor, Handler, Message, SyncContext};
 use rusqlite::Connection;
 
+use crate::embed::Embedder;
 use crate::ingress::Shared;
 use crate::model::OpPayload;
 use crate::receipt::Resolver;
-use crate::sqlite::{busy_slice, index_pending, open_connection};
+use crate::sqlite::{busy_slice, index_pending_with, open_connection};
 use crate::stats::Metrics;
 
 /// Rows per indexing transaction.
@@ -52,14 +57,21 @@ pub struct RagIndexer {
     conn: Option<Connection>,
     /// Batches whose indexing failed; retried with the next batch.
     deferred: Vec<IndexBatch>,
+    /// Hybrid retrieval: the embedder whose vectors are kept in step.
+    embedder: Option<Arc<dyn Embedder>>,
 }
 
 impl RagIndexer {
-    pub(crate) fn new(shared: Arc<Shared>, conn: Option<Connection>) -> RagIndexer {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        conn: Option<Connection>,
+        embedder: Option<Arc<dyn Embedder>>,
+    ) -> RagIndexer {
         RagIndexer {
             shared,
             conn,
             deferred: Vec::new(),
+            embedder,
         }
     }
 
@@ -87,9 +99,10 @@ impl RagIndexer {
         let deadline = self.shared.config.busy_deadline;
         let span = tracing::info_span!("index", batches = batches.len());
         let _enter = span.enter();
+        let embedder = self.embedder.clone();
         let result = self.connection().and_then(|conn| {
             catch_unwind(AssertUnwindSafe(|| {
-                index_pending(conn, INDEX_CHUNK, deadline)
+                index_pending_with(conn, INDEX_CHUNK, deadline, embedder.as_deref())
             }))
             .unwrap_or_else(|_| {
                 Err(crate::Error::WriteFailed {

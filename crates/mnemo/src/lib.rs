@@ -36,10 +36,13 @@
 //!   coalescing, one flush in flight.
 //! - `writer`: the writer thread: runs a flush, settles receipts, hands
 //!   results to the indexer.
-//! - [`indexer`]: the [`RagIndexer`] actor: FTS5 index and its watermark.
+//! - [`indexer`]: the [`RagIndexer`] actor: FTS5 index (and, in hybrid
+//!   mode, the vectors) and its watermark.
 //! - `store`: the store seam (a trait plus busy-retry); `sqlite`: the
 //!   SQLite store: schema, batch upsert, dead letters, index steps, reads.
 //! - [`text`]: normalisation and query building shared by index and reads.
+//! - [`embed`]: the [`Embedder`] trait and the built-in [`NgramEmbedder`]
+//!   (hashed word and character n-grams) for hybrid retrieval.
 //! - [`stats`]: counters and summaries.
 //! - [`error`]: [`Error`] and [`Result`].
 //! - [`baseline`]: the usual design (await a transaction and an index step
@@ -50,6 +53,7 @@
 pub mod baseline;
 pub mod batcher;
 pub mod config;
+pub mod embed;
 pub mod error;
 pub mod indexer;
 mod ingress;
@@ -65,7 +69,8 @@ pub mod text;
 mod writer;
 
 pub use batcher::{Flush, ForgetMemory, MemoryBatcher, SaveMemory, Shutdown};
-pub use config::{Config, Synchronous};
+pub use config::{Config, Retrieval, Synchronous};
+pub use embed::{Embedder, NgramEmbedder};
 pub use error::{Error, Failure, Result};
 pub use indexer::RagIndexer;
 pub use journal::JournalSync;

@@ -12,6 +12,11 @@
 //! - `meta`: counters (`next_change`, `index_watermark`, `last_seq`).
 //! - `journal_marks`: per crash journal, the highest sequence number
 //!   committed from it (written in the batch's own transaction).
+//! - `vector_models`: one row per embedder model id that has vectors: its
+//!   table, dimension and the change number its vectors reflect.
+//! - `vectors_<model>` (one per model id, created by the indexer when hybrid
+//!   retrieval is on): `id` = `memories.id`, `namespace`, `vector` (f32
+//!   blob), searched with sqlite-vec's `vec_distance_cosine`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -20,6 +25,7 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::config::{Config, Synchronous};
+use crate::embed::{is_zero, to_blob, Embedder};
 use crate::error::{Failure, Result};
 use crate::model::{now_ms, MemoryRecord, SearchHit, StoreOp, WriteOutcome};
 use crate::store::{retry_busy, AttemptError, BatchReport, BatchWriter, ItemResult};
@@ -66,6 +72,12 @@ CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5 (
     ns, key, category, value,
     content = '', contentless_delete = 1, tokenize = 'ascii'
 );
+CREATE TABLE IF NOT EXISTS vector_models (
+    model_id    TEXT PRIMARY KEY,
+    table_name  TEXT    NOT NULL UNIQUE,
+    dimension   INTEGER NOT NULL,
+    watermark   INTEGER NOT NULL
+) WITHOUT ROWID;
 "#;
 
 /// bm25 column weights: namespace token, key, category, value. Key and
@@ -80,6 +92,7 @@ pub(crate) fn open_connection(
     sync: Synchronous,
     busy: Duration,
 ) -> Result<Connection> {
+    register_sqlite_vec();
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -91,6 +104,37 @@ pub(crate) fn open_connection(
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", sync.pragma())?;
     Ok(conn)
+}
+
+/// Registers sqlite-vec (its `vec_*` functions and `vec0` tables) as an
+/// SQLite auto-extension, once per process, so every connection opened
+/// afterwards has it.
+fn register_sqlite_vec() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        type EntryPoint = unsafe extern "C" fn(
+            *mut rusqlite::ffi::sqlite3,
+            *mut *mut std::os::raw::c_char,
+            *const rusqlite::ffi::sqlite3_api_routines,
+        ) -> std::os::raw::c_int;
+        // SAFETY: `sqlite3_vec_init` is the C extension entry point
+        // `int sqlite3_vec_init(sqlite3*, char**, const sqlite3_api_routines*)`,
+        // compiled into this binary (the sqlite-vec crate builds it with
+        // SQLITE_CORE against the bundled SQLite that rusqlite links); the
+        // crate declares it without arguments, so the pointer is cast to its
+        // real signature, which is what `sqlite3_auto_extension` expects and
+        // calls it with. The function is static, so the pointer stays valid
+        // for the life of the process, and `Once` registers it once.
+        let rc = unsafe {
+            let entry = std::mem::transmute::<*const (), EntryPoint>(
+                sqlite_vec::sqlite3_vec_init as *const (),
+            );
+            rusqlite::ffi::sqlite3_auto_extension(Some(entry))
+        };
+        if rc != rusqlite::ffi::SQLITE_OK {
+            tracing::error!(rc, "registering sqlite-vec failed; hybrid search will fail");
+        }
+    });
 }
 
 /// The per-statement busy timeout: a slice of the delivery deadline, so the
@@ -117,7 +161,8 @@ pub(crate) fn migrate(conn: &Connection) -> Result<()> {
 }
 
 /// Bumped when the schema changes; stored in SQLite's `user_version`.
-const SCHEMA_VERSION: i64 = 1;
+/// 2: `vector_models`.
+const SCHEMA_VERSION: i64 = 2;
 
 fn meta(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
     conn.prepare_cached("SELECT value FROM meta WHERE name = ?1")?
@@ -436,13 +481,24 @@ pub(crate) fn index_pending(
     chunk: usize,
     busy_deadline: Duration,
 ) -> Result<IndexPass> {
+    index_pending_with(conn, chunk, busy_deadline, None)
+}
+
+/// [`index_pending`], also keeping `embedder`'s vectors in step (written in
+/// the same transactions as the FTS rows).
+pub(crate) fn index_pending_with(
+    conn: &mut Connection,
+    chunk: usize,
+    busy_deadline: Duration,
+    embedder: Option<&dyn Embedder>,
+) -> Result<IndexPass> {
     let mut total = IndexPass::default();
     loop {
-        let pass = retry_busy(busy_deadline, || index_chunk(conn, chunk)).map_err(|(e, _)| {
-            crate::Error::WriteFailed {
+        let pass = retry_busy(busy_deadline, || index_chunk(conn, chunk, embedder)).map_err(
+            |(e, _)| crate::Error::WriteFailed {
                 reason: format!("indexing: {e:?}"),
-            }
-        })?;
+            },
+        )?;
         total.rows += pass.rows;
         total.watermark = pass.watermark;
         if pass.rows < chunk {
@@ -451,16 +507,33 @@ pub(crate) fn index_pending(
     }
 }
 
-fn index_chunk(conn: &mut Connection, chunk: usize) -> Result<IndexPass, AttemptError> {
+fn index_chunk(
+    conn: &mut Connection,
+    chunk: usize,
+    embedder: Option<&dyn Embedder>,
+) -> Result<IndexPass, AttemptError> {
     // Look before taking the write lock: nothing to index is the common
     // case at open, and another process may be holding the lock.
-    let behind: bool = conn
+    let mut behind: bool = conn
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM memories
              WHERE change_seq > (SELECT value FROM meta WHERE name = 'index_watermark'))",
         )
         .and_then(|mut s| s.query_row([], |r| r.get(0)))
         .map_err(classify)?;
+    if let (false, Some(e)) = (behind, embedder) {
+        // The model's vectors may lag the FTS index (new model, or another
+        // engine indexed without vectors).
+        let model: Option<(i64, i64)> = conn
+            .prepare_cached("SELECT dimension, watermark FROM vector_models WHERE model_id = ?1")
+            .and_then(|mut s| {
+                s.query_row([e.model_id()], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(classify)?;
+        let watermark = meta(conn, "index_watermark").map_err(classify)?;
+        behind = model != Some((e.dimension() as i64, watermark));
+    }
     if !behind {
         let watermark = meta(conn, "index_watermark").map_err(classify)?;
         return Ok(IndexPass { rows: 0, watermark });
@@ -469,6 +542,10 @@ fn index_chunk(conn: &mut Connection, chunk: usize) -> Result<IndexPass, Attempt
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(classify)?;
     let mut watermark = meta(&tx, "index_watermark").map_err(classify)?;
+    let vectors = match embedder {
+        Some(e) => Some((e, sync_vector_table(&tx, e, watermark).map_err(classify)?)),
+        None => None,
+    };
     let mut rows = 0;
     {
         let mut select = tx
@@ -492,11 +569,20 @@ fn index_chunk(conn: &mut Connection, chunk: usize) -> Result<IndexPass, Attempt
             let id: i64 = row.get(0).map_err(classify)?;
             let deleted: bool = row.get(5).map_err(classify)?;
             delete.execute([id]).map_err(classify)?;
+            if let Some((_, table)) = &vectors {
+                tx.prepare_cached(&format!("DELETE FROM {table} WHERE id = ?1"))
+                    .and_then(|mut s| s.execute([id]))
+                    .map_err(classify)?;
+            }
             if !deleted {
                 let ns: String = row.get(1).map_err(classify)?;
                 let category: String = row.get(2).map_err(classify)?;
                 let key: String = row.get(3).map_err(classify)?;
                 let value: String = row.get(4).map_err(classify)?;
+                if let Some((e, table)) = &vectors {
+                    insert_vector(&tx, *e, table, id, &ns, &category, &key, &value)
+                        .map_err(classify)?;
+                }
                 insert
                     .execute(params![
                         id,
@@ -511,6 +597,11 @@ fn index_chunk(conn: &mut Connection, chunk: usize) -> Result<IndexPass, Attempt
             rows += 1;
         }
     }
+    if let Some((e, _)) = &vectors {
+        tx.prepare_cached("UPDATE vector_models SET watermark = ?2 WHERE model_id = ?1")
+            .and_then(|mut s| s.execute(params![e.model_id(), watermark]))
+            .map_err(classify)?;
+    }
     if rows > 0 {
         set_meta(&tx, "index_watermark", watermark).map_err(classify)?;
         tx.prepare_cached("DELETE FROM memories WHERE deleted = 1 AND change_seq <= ?1")
@@ -519,6 +610,124 @@ fn index_chunk(conn: &mut Connection, chunk: usize) -> Result<IndexPass, Attempt
     }
     tx.commit().map_err(classify)?;
     Ok(IndexPass { rows, watermark })
+}
+
+/// The text a memory is embedded from: what the FTS row holds (key,
+/// category, value), read as one text.
+pub(crate) fn embedding_text(category: &str, key: &str, value: &str) -> String {
+    format!("{key}\n{category}\n{value}")
+}
+
+/// The vector table for a model id: `vectors_` + the id with every
+/// character outside `[a-z0-9]` as `_`, + an FNV hash of the exact id (so
+/// ids that sanitise alike still get separate tables).
+pub(crate) fn vector_table(model_id: &str) -> String {
+    let clean: String = model_id
+        .chars()
+        .take(48)
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_alphanumeric() {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut h: u32 = 0x811c_9dc5;
+    for b in model_id.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("vectors_{clean}_{h:08x}")
+}
+
+/// Makes sure the model's vector table exists and reflects the index up to
+/// `watermark` (inside the indexing transaction): a new model, a changed
+/// dimension, or vectors that lag the index (another engine indexed without
+/// them) rebuild the table from every live memory indexed so far; the
+/// chunk then adds what follows. Returns the table name.
+fn sync_vector_table(
+    tx: &Connection,
+    e: &dyn Embedder,
+    watermark: i64,
+) -> rusqlite::Result<String> {
+    let table = vector_table(e.model_id());
+    let dim = e.dimension() as i64;
+    let model: Option<(i64, i64)> = tx
+        .prepare_cached("SELECT dimension, watermark FROM vector_models WHERE model_id = ?1")?
+        .query_row([e.model_id()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if model == Some((dim, watermark)) {
+        return Ok(table);
+    }
+    if model.is_some_and(|(d, _)| d != dim) {
+        tx.execute_batch(&format!("DROP TABLE IF EXISTS {table}"))?;
+    }
+    tx.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {table} (
+             id        INTEGER PRIMARY KEY,
+             namespace TEXT NOT NULL,
+             vector    BLOB NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS {table}_ns ON {table} (namespace);
+         DELETE FROM {table};"
+    ))?;
+    tx.execute(
+        "INSERT INTO vector_models (model_id, table_name, dimension, watermark)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (model_id) DO UPDATE SET dimension = excluded.dimension,
+                                              watermark = excluded.watermark",
+        params![e.model_id(), table, dim, watermark],
+    )?;
+    let mut st = tx.prepare(
+        "SELECT id, namespace, category, key, value FROM memories
+         WHERE deleted = 0 AND change_seq <= ?1",
+    )?;
+    let mut rows = st.query([watermark])?;
+    let mut n = 0usize;
+    while let Some(r) = rows.next()? {
+        let (id, ns, category, key, value): (i64, String, String, String, String) =
+            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+        insert_vector(tx, e, &table, id, &ns, &category, &key, &value)?;
+        n += 1;
+    }
+    tracing::info!(model = e.model_id(), rows = n, "rebuilt the vector index");
+    Ok(table)
+}
+
+/// Embeds one memory and stores its vector (nothing for a text with no
+/// tokens: a zero vector matches nothing).
+#[allow(clippy::too_many_arguments)]
+fn insert_vector(
+    tx: &Connection,
+    e: &dyn Embedder,
+    table: &str,
+    id: i64,
+    ns: &str,
+    category: &str,
+    key: &str,
+    value: &str,
+) -> rusqlite::Result<()> {
+    let v = e.embed(&embedding_text(category, key, value));
+    if v.len() != e.dimension() {
+        tracing::warn!(
+            model = e.model_id(),
+            id,
+            len = v.len(),
+            dimension = e.dimension(),
+            "the embedder returned a vector of the wrong length; memory left out of vector search"
+        );
+        return Ok(());
+    }
+    if is_zero(&v) {
+        return Ok(());
+    }
+    tx.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO {table} (id, namespace, vector) VALUES (?1, ?2, ?3)"
+    ))?
+    .execute(params![id, ns, to_blob(&v)])?;
+    Ok(())
 }
 
 /// Rebuilds the index from scratch if it was built by another version of
@@ -536,8 +745,17 @@ pub(crate) fn reset_index_if_stale(conn: &Connection) -> Result<bool> {
     if version == Some(crate::text::NORMALIZER_VERSION) {
         return Ok(false);
     }
+    // Vectors are built from the same tokens: every model's table is
+    // emptied too, and re-filled as the catch-up re-indexes.
+    let tables: Vec<String> = conn
+        .prepare("SELECT table_name FROM vector_models")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let clear: String = tables.iter().map(|t| format!("DELETE FROM {t};")).collect();
     conn.execute_batch(&format!(
         "BEGIN IMMEDIATE;
+         {clear}
+         UPDATE vector_models SET watermark = 0;
          DELETE FROM memories_fts;
          UPDATE meta SET value = 0 WHERE name = 'index_watermark';
          INSERT INTO meta (name, value) VALUES ('normalizer_version', {v})
@@ -685,6 +903,69 @@ pub(crate) fn search(
             fresh: false,
         })
     })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Indexed memories of one namespace (optionally one category) nearest to
+/// the query vector `q` by cosine similarity, best first, with their
+/// similarity; only those at least `min_similarity` similar. An empty list
+/// if the model's vectors do not reflect the index right now (none yet, or
+/// another engine indexed without them; the next indexing pass with the
+/// embedder rebuilds them), so a stale vector never names a row.
+pub(crate) fn vector_search(
+    conn: &Connection,
+    ns: &str,
+    model_id: &str,
+    q: &[f32],
+    category: Option<&str>,
+    min_similarity: f32,
+    limit: usize,
+) -> Result<Vec<(SearchHit, f32)>> {
+    if is_zero(q) {
+        return Ok(Vec::new());
+    }
+    let table = vector_table(model_id);
+    let current: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM vector_models WHERE table_name = ?1 AND dimension = ?2
+                AND watermark = (SELECT value FROM meta WHERE name = 'index_watermark'))",
+        )?
+        .query_row(params![&table, q.len() as i64], |r| r.get(0))?;
+    if !current {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT m.namespace, m.category, m.key, m.value, m.metadata, m.version, m.updated_at,
+                vec_distance_cosine(v.vector, ?1) AS distance
+         FROM {table} v JOIN memories m ON m.id = v.id
+         WHERE v.namespace = ?2 AND m.namespace = ?2 AND m.deleted = 0
+           AND (?3 IS NULL OR m.category = ?3)
+           AND distance <= ?4
+         ORDER BY distance, m.updated_at DESC
+         LIMIT ?5"
+    );
+    let mut st = conn.prepare_cached(&sql)?;
+    let rows = st.query_map(
+        params![
+            to_blob(q),
+            ns,
+            category,
+            f64::from(1.0 - min_similarity),
+            limit as i64
+        ],
+        |row| {
+            let distance: f64 = row.get(7)?;
+            let similarity = (1.0 - distance) as f32;
+            Ok((
+                SearchHit {
+                    record: record(row)?,
+                    score: f64::from(similarity),
+                    fresh: false,
+                },
+                similarity,
+            ))
+        },
+    )?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
@@ -866,6 +1147,121 @@ mod tests {
             })?;
         assert_eq!(tombstones, 0, "indexed tombstones are purged");
         assert_eq!(index_position(&ix)?, (3, 3));
+        Ok(())
+    }
+
+    fn vector_count(conn: &Connection, table: &str) -> Result<i64> {
+        Ok(conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?)
+    }
+
+    #[test]
+    fn sqlite_vec_is_loaded() -> Result<()> {
+        let conn = open_connection(
+            Path::new(":memory:"),
+            Synchronous::Full,
+            Duration::from_secs(1),
+        )?;
+        let v: String = conn.query_row("SELECT vec_version()", [], |r| r.get(0))?;
+        assert!(v.starts_with('v'), "{v}");
+        let d: f64 = conn.query_row(
+            "SELECT vec_distance_cosine(?1, ?2)",
+            params![to_blob(&[1.0, 0.0]), to_blob(&[0.0, 1.0])],
+            |r| r.get(0),
+        )?;
+        assert!((d - 1.0).abs() < 1e-6);
+        Ok(())
+    }
+
+    #[test]
+    fn table_names_are_sanitised_and_distinct() {
+        let a = vector_table("all-MiniLM-L6-v2");
+        assert!(a.starts_with("vectors_all_minilm_l6_v2_"), "{a}");
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        assert_ne!(vector_table("a.b"), vector_table("a-b"));
+        assert!(vector_table("x\"; DROP TABLE memories; --").starts_with("vectors_x___drop_"));
+    }
+
+    #[test]
+    fn vectors_follow_the_index_and_are_namespaced() -> Result<()> {
+        use crate::embed::NgramEmbedder;
+        let dir = tempfile::tempdir()?;
+        let (mut w, config) = writer(&dir);
+        w.write_batch(&[
+            op(1, "alice", "garden", Some("Grows tomatoes and basil")),
+            op(2, "alice", "trip", Some("Passport expires in November")),
+            op(3, "bob", "garden", Some("Grows tomatoes too")),
+        ])
+        .unwrap();
+        let mut ix = open_connection(&config.path, Synchronous::Full, Duration::from_secs(1))?;
+        // Indexed lexically first (another engine, say): the vectors catch up
+        // on the first pass with an embedder.
+        index_pending(&mut ix, 100, Duration::from_secs(1))?;
+        let e = NgramEmbedder::new();
+        let table = vector_table(e.model_id());
+        index_pending_with(&mut ix, 100, Duration::from_secs(1), Some(&e))?;
+        assert_eq!(vector_count(&ix, &table)?, 3);
+        let q = e.embed("tomato");
+        let hits = vector_search(&ix, "alice", e.model_id(), &q, None, 0.1, 10)?;
+        assert_eq!(hits.len(), 1, "the passport memory is not similar");
+        assert_eq!(hits[0].0.record.key, "garden");
+        assert_eq!(hits[0].0.record.namespace, "alice");
+        assert!(vector_search(&ix, "alice", e.model_id(), &q, Some("c"), 0.1, 10)?.len() == 1);
+        assert!(vector_search(&ix, "alice", "other-model", &q, None, 0.1, 10)?.is_empty());
+
+        // Another engine indexes without vectors: they lag, and are not used
+        // until the next pass with the embedder rebuilds them.
+        w.write_batch(&[op(10, "alice", "garden2", Some("tomatoes again"))])
+            .unwrap();
+        index_pending(&mut ix, 100, Duration::from_secs(1))?;
+        assert!(vector_search(&ix, "alice", e.model_id(), &q, None, 0.1, 10)?.is_empty());
+        index_pending_with(&mut ix, 100, Duration::from_secs(1), Some(&e))?;
+        assert_eq!(
+            vector_search(&ix, "alice", e.model_id(), &q, None, 0.1, 10)?.len(),
+            2
+        );
+        w.write_batch(&[op(11, "alice", "garden2", None)]).unwrap();
+        index_pending_with(&mut ix, 100, Duration::from_secs(1), Some(&e))?;
+
+        // A forget removes the vector in the indexing transaction.
+        w.write_batch(&[op(4, "alice", "garden", None)]).unwrap();
+        index_pending_with(&mut ix, 100, Duration::from_secs(1), Some(&e))?;
+        assert_eq!(vector_count(&ix, &table)?, 2);
+        assert!(vector_search(&ix, "alice", e.model_id(), &q, None, 0.1, 10)?.is_empty());
+
+        // A new normaliser clears the vectors with the FTS rows; the
+        // catch-up re-embeds the live memories.
+        ix.execute(
+            "INSERT OR REPLACE INTO meta (name, value) VALUES ('normalizer_version', -1)",
+            [],
+        )?;
+        assert!(reset_index_if_stale(&ix)?);
+        assert_eq!(vector_count(&ix, &table)?, 0);
+        index_pending_with(&mut ix, 100, Duration::from_secs(1), Some(&e))?;
+        assert_eq!(vector_count(&ix, &table)?, 2);
+        let wm: i64 = ix.query_row(
+            "SELECT watermark FROM vector_models WHERE model_id = ?1",
+            [e.model_id()],
+            |r| r.get(0),
+        )?;
+        assert_eq!(wm, index_position(&ix)?.0);
+        Ok(())
+    }
+
+    #[test]
+    fn migrate_upgrades_a_version_1_database() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (w, config) = writer(&dir);
+        w.connection()
+            .execute_batch("DROP TABLE vector_models; PRAGMA user_version = 1;")?;
+        drop(w);
+        let w = SqliteWriter::open(&config)?;
+        let n: i64 = w.connection().query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'vector_models'",
+            [],
+            |r| r.get(0),
+        )?;
+        assert_eq!(n, 1);
+        migrate(w.connection())?;
         Ok(())
     }
 }
