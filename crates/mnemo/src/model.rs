@@ -81,9 +81,11 @@ pub struct MemoryRecord {
 pub struct SearchHit {
     /// The memory.
     pub record: MemoryRecord,
-    /// For indexed memories, the negated bm25 rank; for memories not yet
-    /// indexed (saved a moment ago), the number of query words they contain.
-    /// Fresh matches rank first.
+    /// Relevance, higher is better. Lexical retrieval (the default): for
+    /// indexed memories the negated bm25 rank; for memories not yet indexed
+    /// (saved a moment ago) the number of query words they contain, and
+    /// fresh matches rank first. Hybrid retrieval: the reciprocal-rank-fusion
+    /// score of the lexical and vector rankings.
     pub score: f64,
     /// `true` if this memory was matched in memory because the index has not
     /// caught up with it yet.
