@@ -386,21 +386,7 @@ impl Memory {
             .iter()
             .map(|e| (e.payload.category.as_str(), e.payload.key.as_str()))
             .collect();
-        let mut hits: Vec<SearchHit> = fresh
-            .iter()
-            .filter_map(|e| {
-                let record = e.record()?;
-                let mut words = tokens(&record.key);
-                words.extend(tokens(&record.category));
-                words.extend(tokens(&record.value));
-                let matched = q.matches(&words);
-                (matched > 0).then_some(SearchHit {
-                    record,
-                    score: matched as f64,
-                    fresh: true,
-                })
-            })
-            .collect();
+        let mut hits = score_fresh(&q, &fresh);
         hits.sort_by(|a, b| {
             b.score
                 .total_cmp(&a.score)
@@ -613,6 +599,53 @@ fn rrf<const N: usize>(lists: [Vec<SearchHit>; N]) -> Vec<SearchHit> {
             .then(b.record.updated_at_ms.cmp(&a.record.updated_at_ms))
     });
     fused.into_iter().map(|(h, _)| h).collect()
+}
+
+/// Field weights for matches in memories the index has not seen yet: the
+/// same as the index's bm25 weights (key 3, category 2, value 1).
+const FRESH_FIELD_WEIGHTS: [f64; 3] = [3.0, 2.0, 1.0];
+
+/// Scores the overlay's memories that match `q`, bm25-like: each query term
+/// found counts its best field's weight times its rarity among the
+/// memories searched (a word every pending memory shares counts little).
+/// Terms are matched per field, as FTS5 does, never across a field boundary.
+fn score_fresh(q: &Query, fresh: &[Arc<crate::overlay::OverlayEntry>]) -> Vec<SearchHit> {
+    let candidates: Vec<(MemoryRecord, Vec<f64>)> = fresh
+        .iter()
+        .filter_map(|e| {
+            let record = e.record()?;
+            let fields = [
+                q.term_hits(&tokens(&record.key)),
+                q.term_hits(&tokens(&record.category)),
+                q.term_hits(&tokens(&record.value)),
+            ];
+            let best: Vec<f64> = (0..fields[0].len())
+                .map(|t| {
+                    (0..3)
+                        .filter(|&f| fields[f][t])
+                        .map(|f| FRESH_FIELD_WEIGHTS[f])
+                        .fold(0.0, f64::max)
+                })
+                .collect();
+            best.iter().any(|&w| w > 0.0).then_some((record, best))
+        })
+        .collect();
+    let n = fresh.len() as f64;
+    let terms = candidates.first().map_or(0, |(_, w)| w.len());
+    let idf: Vec<f64> = (0..terms)
+        .map(|t| {
+            let df = candidates.iter().filter(|(_, w)| w[t] > 0.0).count() as f64;
+            (1.0 + (n - df + 0.5) / (df + 0.5)).ln()
+        })
+        .collect();
+    candidates
+        .into_iter()
+        .map(|(record, w)| SearchHit {
+            score: w.iter().zip(&idf).map(|(w, i)| w * i).sum(),
+            record,
+            fresh: true,
+        })
+        .collect()
 }
 
 /// What replaying orphaned journals did.

@@ -360,6 +360,11 @@ impl Query {
     pub fn matches(&self, haystack: &[String]) -> usize {
         self.terms.iter().filter(|t| t.occurs_in(haystack)).count()
     }
+
+    /// For each of the query's terms, whether it occurs in `haystack`.
+    pub fn term_hits(&self, haystack: &[String]) -> Vec<bool> {
+        self.terms.iter().map(|t| t.occurs_in(haystack)).collect()
+    }
 }
 
 /// Prefix matching helps a word that may be cut short or inflected
