@@ -2,16 +2,29 @@
 //!
 //! - `mnemo demo`: a simulated agent turn on the embedded default database.
 //! - `mnemo save | get | list | search | forget | stats`: one-shot commands on
-//!   a database (`--db`, default `./mnemo.db`), text or `--json` output.
+//!   a database (`--db`, default `./mnemo.db`; `--namespace`, default
+//!   `default`), readable text or `--json` output.
+//! - `mnemo export | import`: JSON Lines, one memory a line.
+//! - `mnemo bench`: save-call latency and a burst against awaited saves.
+//! - `mnemo mcp`: an MCP server over stdio.
+//!
+//! Errors print one `error: …` line on stderr and exit with status 1 (clap's
+//! own usage errors exit with 2).
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use mnemo::{Config, Memory, SaveRequest};
+use mnemo::{Config, Memory, SaveRequest, WriteOutcome};
 
+mod bench;
+mod demo;
 mod mcp;
+mod transfer;
+
+/// The namespace used when `--namespace` is not given.
+const DEFAULT_NAMESPACE: &str = "default";
 
 #[derive(Parser)]
 #[command(
@@ -23,9 +36,10 @@ struct Cli {
     /// The SQLite database file (created if missing).
     #[arg(long, global = true, default_value = "mnemo.db")]
     db: PathBuf,
-    /// Whose memories to use.
-    #[arg(long, global = true, default_value = "default")]
-    namespace: String,
+    /// Whose memories to use [default: default]. `export` exports every
+    /// namespace unless this is given.
+    #[arg(long, global = true)]
+    namespace: Option<String>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -47,7 +61,7 @@ enum Command {
         #[arg(long)]
         metadata: Option<String>,
     },
-    /// Print one memory.
+    /// Print one memory (exit status 1 if there is none).
     Get { category: String, key: String },
     /// List memories, optionally of one category.
     List { category: Option<String> },
@@ -56,18 +70,41 @@ enum Command {
         query: String,
         #[arg(long)]
         category: Option<String>,
+        /// At most this many hits (1–1000).
         #[arg(long, default_value_t = 10)]
         limit: usize,
     },
     /// Forget a memory and wait until it is durable.
     Forget { category: String, key: String },
-    /// Counters of the database.
+    /// The engine's counters for the database, and its journal on disk.
     Stats,
+    /// Write memories as JSON Lines to stdout: every namespace, or only
+    /// `--namespace` if given.
+    Export,
+    /// Read memories as JSON Lines (as `export` writes them) and save each
+    /// through the batcher; waits until all are durable.
+    ///
+    /// Each line is an object with `namespace`, `category`, `key`, `value`
+    /// and optionally `metadata` (an object or null). A line without
+    /// `namespace` goes to `--namespace` (default `default`). Blank lines are
+    /// skipped. At the first bad line the import stops with its line number;
+    /// nothing of that line is written, the lines before it are.
+    Import {
+        /// A JSON Lines file, or `-` for standard input.
+        input: PathBuf,
+        /// Bound on pending saves (for testing backpressure).
+        #[arg(long, hide = true)]
+        max_pending: Option<usize>,
+    },
+    /// Measure, on scratch databases: how long `save` blocks its caller, and
+    /// a burst of saves through the batcher against the same saves each
+    /// awaited in its own transaction.
+    Bench(bench::Args),
     /// Run an MCP server over stdio backed by this database.
     Mcp,
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = !matches!(cli.command, Command::Demo);
     tracing_subscriber::fmt()
@@ -78,6 +115,16 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -85,47 +132,86 @@ fn main() -> Result<()> {
     runtime.block_on(run(cli))
 }
 
-fn open(db: &PathBuf) -> Result<Memory> {
-    Memory::open(Config::new(db)).with_context(|| format!("opening {}", db.display()))
+pub(crate) fn open(db: &Path) -> Result<Memory> {
+    open_with(Config::new(db))
 }
 
-fn print_json(v: &impl serde::Serialize) -> Result<()> {
+pub(crate) fn open_with(config: Config) -> Result<Memory> {
+    let path = config.path.clone();
+    Memory::open(config).with_context(|| format!("opening {}", path.display()))
+}
+
+pub(crate) fn print_json(v: &impl serde::Serialize) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
+/// A write outcome in words.
+pub(crate) fn describe(outcome: &WriteOutcome) -> String {
+    match outcome {
+        WriteOutcome::Inserted { version } => format!("inserted (version {version})"),
+        WriteOutcome::Updated { version } => format!("updated (version {version})"),
+        WriteOutcome::Unchanged { version } => {
+            format!("unchanged (version {version} already holds this value)")
+        }
+        WriteOutcome::Deleted { version } => format!("forgotten (version {version})"),
+        WriteOutcome::NotFound => "nothing to forget (no such memory)".to_owned(),
+        WriteOutcome::Superseded { by_seq } => format!("superseded by save {by_seq}"),
+        other => format!("{other:?}"),
+    }
+}
+
 async fn run(cli: Cli) -> Result<()> {
-    let ns = cli.namespace.as_str();
+    let explicit_ns = cli.namespace.clone();
+    let ns = cli.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
     match cli.command {
-        Command::Demo => demo(&cli.db).await,
+        Command::Demo => demo::run(&cli.db).await,
         Command::Mcp => mcp::serve(&cli.db, ns).await,
+        // On a plain thread: the benchmark blocks on receipts, and the
+        // engines it opens run their own actix systems.
+        Command::Bench(args) => {
+            let json = cli.json;
+            tokio::task::spawn_blocking(move || bench::run(&args, json)).await?
+        }
+        Command::Export => transfer::export(&cli.db, explicit_ns.as_deref()).await,
+        Command::Import { input, max_pending } => {
+            transfer::import(&cli.db, ns, &input, max_pending, cli.json).await
+        }
         Command::Save {
             category,
             key,
             value,
             metadata,
         } => {
-            let memory = open(&cli.db)?;
-            let mut req = SaveRequest::new(ns, category, key, value);
+            let mut req = SaveRequest::new(ns, category.clone(), key.clone(), value);
             if let Some(m) = metadata {
                 req = req.with_metadata_json(&m)?;
             }
-            let receipt = memory.save(req)?;
-            memory.flush();
-            let outcome = receipt.durable().await?;
+            let memory = open(&cli.db)?;
+            let saved = memory.save(req);
+            // Whatever happened, stop the engine cleanly (it flushes).
+            let outcome = match saved {
+                Ok(receipt) => {
+                    memory.flush();
+                    let outcome = receipt.durable().await;
+                    outcome.map(|o| (receipt.seq(), o))
+                }
+                Err(e) => Err(e),
+            };
             memory.shutdown().await?;
+            let (seq, outcome) = outcome?;
             if cli.json {
-                print_json(&serde_json::json!({"seq": receipt.seq(), "outcome": outcome}))
+                print_json(&serde_json::json!({"seq": seq, "outcome": outcome}))
             } else {
-                println!("saved (seq {}): {outcome:?}", receipt.seq());
+                println!("saved {category}/{key}: {}", describe(&outcome));
                 Ok(())
             }
         }
         Command::Get { category, key } => {
             let memory = open(&cli.db)?;
-            let got = memory.get(ns, &category, &key)?;
+            let got = memory.get(ns, &category, &key);
             memory.shutdown().await?;
-            match (got, cli.json) {
+            match (got?, cli.json) {
                 (Some(r), true) => print_json(&r),
                 (Some(r), false) => {
                     println!("{}", r.value);
@@ -136,10 +222,14 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::List { category } => {
             let memory = open(&cli.db)?;
-            let rows = memory.list(ns, category.as_deref())?;
+            let rows = memory.list(ns, category.as_deref());
             memory.shutdown().await?;
+            let rows = rows?;
             if cli.json {
                 return print_json(&rows);
+            }
+            if rows.is_empty() {
+                println!("no memories in namespace {ns}");
             }
             for r in rows {
                 println!("{}/{}: {}", r.category, r.key, r.value);
@@ -152,10 +242,14 @@ async fn run(cli: Cli) -> Result<()> {
             limit,
         } => {
             let memory = open(&cli.db)?;
-            let hits = memory.search(ns, &query, category.as_deref(), limit)?;
+            let hits = memory.search(ns, &query, category.as_deref(), limit);
             memory.shutdown().await?;
+            let hits = hits?;
             if cli.json {
                 return print_json(&hits);
+            }
+            if hits.is_empty() {
+                println!("no memory in namespace {ns} matches {query:?}");
             }
             for h in hits {
                 println!(
@@ -167,156 +261,112 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Forget { category, key } => {
             let memory = open(&cli.db)?;
-            let receipt = memory.forget(ns, &category, &key)?;
-            memory.flush();
-            let outcome = receipt.durable().await?;
+            let outcome = match memory.forget(ns, &category, &key) {
+                Ok(receipt) => {
+                    memory.flush();
+                    let outcome = receipt.durable().await;
+                    outcome.map(|o| (receipt.seq(), o))
+                }
+                Err(e) => Err(e),
+            };
             memory.shutdown().await?;
+            let (seq, outcome) = outcome?;
             if cli.json {
-                print_json(&serde_json::json!({"seq": receipt.seq(), "outcome": outcome}))
+                print_json(&serde_json::json!({"seq": seq, "outcome": outcome}))
             } else {
-                println!("forgot (seq {}): {outcome:?}", receipt.seq());
+                println!("forget {category}/{key}: {}", describe(&outcome));
                 Ok(())
             }
         }
-        Command::Stats => {
-            let memory = open(&cli.db)?;
-            let (rows, dead) = memory.counts()?;
-            let stats = memory.stats();
-            memory.shutdown().await?;
-            if cli.json {
-                print_json(&serde_json::json!({
-                    "memories": rows,
-                    "dead_letters": dead,
-                    "index_watermark": stats.index_watermark,
-                    "committed_change": stats.committed_change,
-                }))
-            } else {
-                println!("memories:        {rows}");
-                println!("dead letters:    {dead}");
-                println!("last change:     {}", stats.committed_change);
-                println!("index watermark: {}", stats.index_watermark);
-                Ok(())
-            }
-        }
+        Command::Stats => stats(&cli.db, cli.json).await,
     }
 }
 
-fn micros(d: Duration) -> String {
-    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+/// Files and bytes under a folder (not following links); zero if missing.
+pub(crate) fn folder_size(dir: &Path) -> std::io::Result<(u64, u64)> {
+    let mut files = 0;
+    let mut bytes = 0;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let meta = entry?.metadata()?;
+        if meta.is_file() {
+            files += 1;
+            bytes += meta.len();
+        }
+    }
+    Ok((files, bytes))
 }
 
-fn millis(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+/// The journal folder beside a database (the library's layout:
+/// `<db>.journal/`).
+fn journal_dir(db: &Path) -> PathBuf {
+    let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".journal");
+    db.with_file_name(name)
 }
 
-/// The guided tour: one user turn, two memories.
-async fn demo(db: &PathBuf) -> Result<()> {
-    let ns = "demo-user";
-    println!("mnemo demo — database: {}\n", db.display());
+pub(crate) fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// `mnemo stats`: the journal folder as found (at rest), then the engine's
+/// counters after opening (which replays journals of engines that died).
+async fn stats(db: &Path, json: bool) -> Result<()> {
+    let jdir = journal_dir(db);
+    let (files_before, bytes_before) =
+        folder_size(&jdir).with_context(|| format!("reading {}", jdir.display()))?;
     let memory = open(db)?;
-
-    println!("User (voice): «مجھے گانا اور لکھنا پسند ہے» — \"I like singing and writing\"");
-    println!("The agent calls its memory tool twice in the middle of the turn:\n");
-    let facts = [
-        ("singing", "مجھے گانا پسند ہے — likes singing"),
-        ("writing", "مجھے لکھنا پسند ہے — likes writing"),
-    ];
-    let turn = Instant::now();
-    let mut receipts = Vec::new();
-    for (key, value) in facts {
-        let t = Instant::now();
-        let receipt = memory.save(SaveRequest::new(ns, "hobbies", key, value))?;
-        let blocked = t.elapsed();
-        println!(
-            "  store_memory(\"hobbies\", \"{key}\", …) returned in {:>10}   (seq {})",
-            micros(blocked),
-            receipt.seq()
-        );
-        receipts.push(receipt);
-    }
-    let reply_at = turn.elapsed();
-    println!(
-        "\nThe agent starts its reply {} after the first tool call.",
-        micros(reply_at)
-    );
-
-    let got = memory.get(ns, "hobbies", "singing")?;
-    println!(
-        "Read-your-writes, before any commit: get(hobbies/singing) = {:?} (version {:?})",
-        got.as_ref().map(|r| r.value.as_str()),
-        got.as_ref().and_then(|r| r.version)
-    );
-
-    println!("\nIn the background the batcher waits for a quiet 500 ms, then commits both in one transaction…");
-    for r in &receipts {
-        r.durable().await?;
-    }
-    println!(
-        "  durable after {}; batches committed: {}",
-        millis(turn.elapsed()),
-        memory.stats().batches
-    );
-    for r in &receipts {
-        r.indexed().await?;
-    }
-    println!("  indexed after {}", millis(turn.elapsed()));
-
-    let awaited = awaited_save_cost()?;
-    println!(
-        "\nFor comparison, the usual tool on this machine (await a transaction, then indexing):"
-    );
-    println!(
-        "  one awaited save blocks for {} (median of 5); two saves ≈ {} of silence.",
-        millis(awaited),
-        millis(awaited * 2)
-    );
-
-    println!("\nRecall later in the conversation:");
-    for query in ["گانا", "writing", "لکھنا پسند"] {
-        let hits = memory.search(ns, query, None, 5)?;
-        println!("  search({query:?}) →");
-        for h in hits {
-            println!(
-                "      {}/{}: {}",
-                h.record.category, h.record.key, h.record.value
-            );
-        }
-    }
+    let counts = memory.counts();
     let stats = memory.stats();
     memory.shutdown().await?;
+    let (rows, dead) = counts?;
+    let (files_after, bytes_after) =
+        folder_size(&jdir).with_context(|| format!("reading {}", jdir.display()))?;
+    if json {
+        return print_json(&serde_json::json!({
+            "database": db,
+            "memories": rows,
+            "dead_letters": dead,
+            "committed_change": stats.committed_change,
+            "index_watermark": stats.index_watermark,
+            "index_lag_changes": stats.index_lag_changes,
+            "replayed_at_open": stats.replayed,
+            "journal_bytes": stats.journal_bytes,
+            "journal_dir": {
+                "path": jdir,
+                "files_at_rest": files_before,
+                "bytes_at_rest": bytes_before,
+                "files_after": files_after,
+                "bytes_after": bytes_after,
+            },
+            "engine": stats,
+        }));
+    }
+    println!("database:           {}", db.display());
+    println!("memories:           {rows}");
+    println!("dead letters:       {dead}");
+    println!("last change:        {}", stats.committed_change);
     println!(
-        "\nDone: {} saves accepted, {} committed in {} batch(es), index watermark {}.",
-        stats.accepted, stats.committed, stats.batches, stats.index_watermark
+        "index watermark:    {} ({} changes behind)",
+        stats.index_watermark, stats.index_lag_changes
+    );
+    println!(
+        "journal on disk:    {} in {files_before} files at rest ({}), {} in {files_after} files after this command",
+        mib(bytes_before),
+        jdir.display(),
+        mib(bytes_after)
+    );
+    println!(
+        "journal (engine):   {} of segments held while open",
+        mib(stats.journal_bytes)
+    );
+    println!(
+        "replayed at open:   {} saves from journals of engines that stopped without flushing",
+        stats.replayed
     );
     Ok(())
-}
-
-/// Median time of an awaited save (own transaction with `synchronous=FULL`,
-/// then indexing), measured on a scratch database beside the system temp dir.
-fn awaited_save_cost() -> Result<Duration> {
-    let dir = tempfile_dir()?;
-    let mut store =
-        mnemo::baseline::AwaitedStore::open(&dir.join("awaited.db"), mnemo::Synchronous::Full)?;
-    let mut times: Vec<Duration> = (0..5)
-        .map(|i| {
-            let t = Instant::now();
-            store
-                .save(SaveRequest::new(
-                    "u",
-                    "hobbies",
-                    format!("k{i}"),
-                    "likes singing",
-                ))
-                .map(|_| t.elapsed())
-        })
-        .collect::<mnemo::Result<_>>()?;
-    times.sort();
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(times[times.len() / 2])
-}
-
-fn tempfile_dir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("mnemo-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }

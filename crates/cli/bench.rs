@@ -1,0 +1,288 @@
+//! `mnemo bench`: the two figures that matter to an agent, measured on this
+//! machine in one run, on scratch databases.
+//!
+//! 1. How long `save` blocks its caller (journal on and off): p50/p99/p999
+//!    of individually timed calls.
+//! 2. A burst of N saves, from the first call until every save is durable:
+//!    through the batcher (N `save` calls, `flush`, every receipt awaited;
+//!    the median of several rounds) against the usual tool, each save
+//!    awaiting its own transaction and indexing step (`synchronous=FULL` in
+//!    both), timed once over all N saves.
+//!
+//! The criterion benchmarks under `benches/` measure the same things with
+//! more care; this is the quick look a user runs on their own disk.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use mnemo::baseline::AwaitedStore;
+use mnemo::{Config, Memory, SaveRequest, Synchronous};
+use serde::Serialize;
+
+use crate::{open_with, print_json};
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// A short run: N = 100 and 5,000 timed calls (a few seconds).
+    #[arg(long)]
+    quick: bool,
+    /// Saves in the burst [default: 1000; 100 with --quick]. The awaited
+    /// side takes a few milliseconds per save: 10,000 is about 20 s on an
+    /// SSD.
+    #[arg(long)]
+    n: Option<u64>,
+    /// Individually timed `save` calls per journal setting [default: 100000;
+    /// 5000 with --quick].
+    #[arg(long)]
+    calls: Option<u64>,
+    /// Where the scratch databases go [default: a new folder in the system
+    /// temp dir]. Use a folder on the disk your agent's database lives on.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+struct Percentiles {
+    calls: u64,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Side {
+    seconds: f64,
+    saves_per_sec: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    cpus: usize,
+    dir: PathBuf,
+    save_call_journal_on: Percentiles,
+    save_call_journal_off: Percentiles,
+    burst_n: u64,
+    /// Rounds of the batcher burst; the median is reported.
+    batcher_rounds: u32,
+    batcher: Side,
+    awaited_each: Side,
+    /// Batcher throughput over awaited-each throughput.
+    ratio: f64,
+}
+
+fn side(n: u64, took: Duration) -> Side {
+    let seconds = took.as_secs_f64();
+    Side {
+        seconds,
+        saves_per_sec: n as f64 / seconds.max(1e-9),
+    }
+}
+
+fn engine(dir: &std::path::Path, name: &str, journal: bool) -> Result<Memory> {
+    let mut c = Config::new(dir.join(name));
+    c.journal = journal;
+    open_with(c)
+}
+
+fn request(i: u64, round: u64) -> SaveRequest {
+    SaveRequest::new(
+        "bench",
+        "facts",
+        format!("key-{}", i % 50_000),
+        format!("the user mentioned fact number {i} in round {round}"),
+    )
+}
+
+/// Times `calls` individual saves; the flush is waited for every 10,000
+/// calls (at most 10,000 pending, well under the bound), outside the timed
+/// region.
+fn save_call(memory: &Memory, calls: u64, bar: &ProgressBar) -> Result<Percentiles> {
+    let mut lat = Vec::with_capacity(calls as usize);
+    let mut done = 0;
+    while done < calls {
+        let chunk = (calls - done).min(10_000);
+        let requests: Vec<SaveRequest> = (done..done + chunk).map(|i| request(i, 0)).collect();
+        let mut last = None;
+        for r in requests {
+            let t = Instant::now();
+            let receipt = memory.save(r)?;
+            lat.push(t.elapsed());
+            last = Some(receipt);
+        }
+        memory.flush();
+        if let Some(r) = last {
+            r.wait_durable()?;
+        }
+        done += chunk;
+        bar.inc(chunk);
+    }
+    lat.sort();
+    let at = |q: f64| {
+        lat.get(((lat.len().saturating_sub(1)) as f64 * q) as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
+    Ok(Percentiles {
+        calls,
+        p50_us: at(0.5),
+        p99_us: at(0.99),
+        p999_us: at(0.999),
+    })
+}
+
+/// One burst through the batcher: N saves, flush, every receipt durable.
+fn batcher_burst(memory: &Memory, n: u64, round: u64) -> Result<Duration> {
+    let requests: Vec<SaveRequest> = (0..n).map(|i| request(i, round)).collect();
+    let start = Instant::now();
+    let receipts = requests
+        .into_iter()
+        .map(|r| memory.save(r))
+        .collect::<mnemo::Result<Vec<_>>>()?;
+    memory.flush();
+    for r in &receipts {
+        r.wait_durable()?;
+    }
+    Ok(start.elapsed())
+}
+
+pub(crate) fn run(args: &Args, json: bool) -> Result<()> {
+    let n = args.n.unwrap_or(if args.quick { 100 } else { 1_000 });
+    let calls = args
+        .calls
+        .unwrap_or(if args.quick { 5_000 } else { 100_000 });
+    anyhow::ensure!(n >= 1, "--n must be at least 1");
+    anyhow::ensure!(calls >= 1, "--calls must be at least 1");
+    // The batcher's bound: a burst larger than max_pending would answer
+    // Overloaded, so the burst is capped there.
+    let max_n = Config::default().max_pending as u64;
+    anyhow::ensure!(
+        n <= max_n,
+        "--n must be at most {max_n} (the engine's pending bound)"
+    );
+    let rounds: u32 = if args.quick { 3 } else { 5 };
+    let scratch = match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            tempfile::tempdir_in(d)
+        }
+        None => tempfile::tempdir(),
+    }
+    .context("creating a scratch folder")?;
+    let dir = scratch.path();
+
+    let total = 2 * calls + u64::from(rounds) * n + n;
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg:<36} [{bar:30}] {percent:>3}% {elapsed}")
+            // A fixed template: it parses.
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+
+    bar.set_message("save call, journal on");
+    let memory = engine(dir, "on.db", true)?;
+    let on = save_call(&memory, calls, &bar)?;
+    bar.set_message(format!("burst of {n} through the batcher"));
+    let mut times = Vec::with_capacity(rounds as usize);
+    for round in 1..=u64::from(rounds) {
+        times.push(batcher_burst(&memory, n, round)?);
+        bar.inc(n);
+    }
+    memory.shutdown_blocking()?;
+    times.sort();
+    let batcher_time = times[times.len() / 2];
+
+    bar.set_message("save call, journal off");
+    let memory = engine(dir, "off.db", false)?;
+    let off = save_call(&memory, calls, &bar)?;
+    memory.shutdown_blocking()?;
+
+    bar.set_message(format!("burst of {n}, each save awaited"));
+    let mut store = AwaitedStore::open(&dir.join("awaited.db"), Synchronous::Full)?;
+    let start = Instant::now();
+    for i in 0..n {
+        store.save(request(i, 1))?;
+        if i % 10 == 9 {
+            bar.inc(10);
+        }
+    }
+    let awaited_time = start.elapsed();
+    drop(store);
+    bar.finish_and_clear();
+
+    let batcher = side(n, batcher_time);
+    let awaited_each = side(n, awaited_time);
+    let report = Report {
+        cpus: std::thread::available_parallelism().map_or(1, |c| c.get()),
+        dir: dir.to_owned(),
+        save_call_journal_on: on,
+        save_call_journal_off: off,
+        burst_n: n,
+        batcher_rounds: rounds,
+        ratio: batcher.saves_per_sec / awaited_each.saves_per_sec.max(1e-9),
+        batcher,
+        awaited_each,
+    };
+    if json {
+        return print_json(&report);
+    }
+    print_table(&report);
+    Ok(())
+}
+
+fn us(v: f64) -> String {
+    format!("{v:.2} µs")
+}
+
+fn secs(v: f64) -> String {
+    if v < 1.0 {
+        format!("{:.1} ms", v * 1e3)
+    } else {
+        format!("{v:.2} s")
+    }
+}
+
+fn print_table(r: &Report) {
+    println!(
+        "mnemo bench — {} CPUs, scratch databases in {}",
+        r.cpus,
+        r.dir.display()
+    );
+    println!();
+    println!(
+        "save call: the time the caller is blocked ({} calls each)",
+        r.save_call_journal_on.calls
+    );
+    println!("  {:<24} {:>10} {:>10} {:>10}", "", "p50", "p99", "p999");
+    for (label, p) in [
+        ("journal on (default)", &r.save_call_journal_on),
+        ("journal off", &r.save_call_journal_off),
+    ] {
+        println!(
+            "  {label:<24} {:>10} {:>10} {:>10}",
+            us(p.p50_us),
+            us(p.p99_us),
+            us(p.p999_us)
+        );
+    }
+    println!();
+    println!(
+        "burst of {} saves, first save until every one is durable (synchronous=FULL)",
+        r.burst_n
+    );
+    println!("  {:<36} {:>10} {:>14}", "", "time", "throughput");
+    println!(
+        "  {:<36} {:>10} {:>10.0} /s",
+        format!("batcher (median of {})", r.batcher_rounds),
+        secs(r.batcher.seconds),
+        r.batcher.saves_per_sec
+    );
+    println!(
+        "  {:<36} {:>10} {:>10.0} /s",
+        "each save awaited (the usual tool)",
+        secs(r.awaited_each.seconds),
+        r.awaited_each.saves_per_sec
+    );
+    println!("  {:<36} {:>10.0}×", "ratio", r.ratio);
+}

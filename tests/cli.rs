@@ -1,0 +1,611 @@
+//! The real `mnemo` binary, every subcommand, good and bad input.
+//!
+//! Each test runs the binary (`assert_cmd`) against a database in its own
+//! temp dir. Every run is bounded ([`LIMIT`]), so a hang fails the test. No
+//! test asserts a duration: `bench` is run to check it works and reports,
+//! not how fast it is. `mcp` has its own tests in `tests/mcp.rs`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use serde_json::{json, Value};
+
+/// The bound on any one run of the binary.
+const LIMIT: Duration = Duration::from_secs(120);
+
+struct Db {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+fn db() -> Db {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("m.db");
+    Db { _dir: dir, path }
+}
+
+/// `mnemo --db <db> <args…>`, bounded, with a clean environment for logs.
+fn mnemo(db: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::cargo_bin("mnemo").expect("the mnemo binary");
+    cmd.arg("--db")
+        .arg(db)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .timeout(LIMIT);
+    cmd
+}
+
+/// Runs a command that must succeed and returns its stdout.
+fn ok(db: &Path, args: &[&str]) -> String {
+    let out = mnemo(db, args).assert().success().get_output().clone();
+    String::from_utf8(out.stdout).expect("UTF-8 stdout")
+}
+
+/// Runs a command that must succeed with `--json` and parses its stdout.
+fn ok_json(db: &Path, args: &[&str]) -> Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&ok(db, &all)).expect("JSON on stdout")
+}
+
+/// Runs a command that must fail with status 1 and an `error:` line naming
+/// `what`.
+fn fails(db: &Path, args: &[&str], what: &str) {
+    mnemo(db, args)
+        .assert()
+        .code(1)
+        .stdout(predicate::str::is_empty())
+        .stderr(predicate::str::starts_with("error: "))
+        .stderr(predicate::str::contains(what));
+}
+
+#[test]
+fn save_get_list_search_forget_in_text_and_json() {
+    let db = db();
+    let p = &db.path;
+
+    // A one-shot save waits until the save is durable; logs are quiet.
+    mnemo(
+        p,
+        &[
+            "save",
+            "hobbies",
+            "singing",
+            "مجھے گانا پسند ہے — likes singing",
+            "--metadata",
+            r#"{"source":"voice"}"#,
+        ],
+    )
+    .assert()
+    .success()
+    .stdout(predicate::str::contains(
+        "saved hobbies/singing: inserted (version 1)",
+    ))
+    .stderr(predicate::str::is_empty());
+    let saved = ok_json(p, &["save", "hobbies", "writing", "likes writing"]);
+    assert_eq!(saved["outcome"], json!({"Inserted": {"version": 1}}));
+    assert!(saved["seq"].as_u64().is_some(), "{saved}");
+    let again = ok_json(p, &["save", "hobbies", "writing", "likes writing"]);
+    assert_eq!(again["outcome"], json!({"Unchanged": {"version": 1}}));
+    ok(
+        p,
+        &["--namespace", "bob", "save", "food", "lunch", "biryani"],
+    );
+
+    assert_eq!(
+        ok(p, &["get", "hobbies", "singing"]),
+        "مجھے گانا پسند ہے — likes singing\n"
+    );
+    let got = ok_json(p, &["get", "hobbies", "singing"]);
+    assert_eq!(got["namespace"], "default");
+    assert_eq!(got["version"], 1);
+    assert_eq!(got["metadata"], json!({"source": "voice"}));
+
+    let listed = ok(p, &["list"]);
+    assert_eq!(
+        listed,
+        "hobbies/singing: مجھے گانا پسند ہے — likes singing\nhobbies/writing: likes writing\n"
+    );
+    let listed = ok_json(p, &["list", "hobbies"]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(2));
+    // Namespaces are separate.
+    assert_eq!(
+        ok(p, &["--namespace", "bob", "list"]),
+        "food/lunch: biryani\n"
+    );
+    assert_eq!(
+        ok(p, &["--namespace", "nobody", "list"]),
+        "no memories in namespace nobody\n"
+    );
+
+    let found = ok(p, &["search", "گانا"]);
+    assert!(found.contains("hobbies/singing"), "{found}");
+    assert!(!found.contains("writing"), "{found}");
+    let hits = ok_json(
+        p,
+        &["search", "writing", "--category", "hobbies", "--limit", "1"],
+    );
+    assert_eq!(hits[0]["record"]["key"], "writing", "{hits}");
+    assert_eq!(hits.as_array().map(Vec::len), Some(1));
+    assert!(ok(p, &["search", "biryani"]).starts_with("no memory in namespace default"));
+
+    mnemo(p, &["forget", "hobbies", "singing"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("forgotten (version 2)"));
+    let again = ok_json(p, &["forget", "hobbies", "singing"]);
+    assert_eq!(again["outcome"], "NotFound");
+    fails(
+        p,
+        &["get", "hobbies", "singing"],
+        "no memory hobbies/singing",
+    );
+    assert_eq!(ok(p, &["list"]), "hobbies/writing: likes writing\n");
+}
+
+#[test]
+fn bad_input_exits_non_zero_with_a_clear_message_and_changes_nothing() {
+    let db = db();
+    let p = &db.path;
+    ok(p, &["save", "c", "k", "v"]);
+
+    fails(p, &["save", "c", "k2", ""], "invalid value");
+    fails(p, &["save", "c", "k2", "   "], "invalid value");
+    fails(p, &["save", "", "k2", "v"], "invalid category");
+    fails(p, &["save", "c", &"k".repeat(300), "v"], "invalid key");
+    fails(
+        p,
+        &["save", "c", "k2", "v", "--metadata", "{not json"],
+        "invalid metadata",
+    );
+    fails(
+        p,
+        &["save", "c", "k2", "v", "--metadata", "[1, 2]"],
+        "invalid metadata",
+    );
+    fails(
+        p,
+        &["--namespace", "", "save", "c", "k2", "v"],
+        "invalid namespace",
+    );
+    fails(
+        p,
+        &["get", "c", "missing"],
+        "no memory c/missing in namespace default",
+    );
+    fails(p, &["get", "", "k"], "invalid category");
+    fails(p, &["search", "v", "--limit", "0"], "invalid limit");
+    fails(p, &["search", "v", "--limit", "5000"], "invalid limit");
+    fails(p, &["forget", "c", ""], "invalid key");
+    fails(p, &["list", ""], "invalid category");
+    // Nothing of the bad saves was written.
+    assert_eq!(ok(p, &["list"]), "c/k: v\n");
+    let stats = ok_json(p, &["stats"]);
+    assert_eq!(stats["memories"], 1);
+
+    // A database path that is a folder, or a file that is not a database.
+    let folder = p.parent().expect("parent").to_owned();
+    fails(&folder, &["list"], "opening");
+    let not_db = folder.join("notes.txt");
+    std::fs::write(
+        &not_db,
+        "these are not the memories you are looking for\n".repeat(200),
+    )
+    .expect("write");
+    fails(&not_db, &["get", "c", "k"], "opening");
+
+    // Usage errors are clap's: status 2 and a usage line.
+    mnemo(p, &["save", "only-category"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("Usage"));
+    mnemo(p, &["no-such-command"]).assert().code(2);
+    mnemo(p, &["search", "x", "--limit", "many"])
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn logs_follow_rust_log() {
+    let db = db();
+    mnemo(&db.path, &["save", "c", "k", "v"])
+        .env("RUST_LOG", "mnemo=debug")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("mnemo open"));
+}
+
+#[test]
+fn stats_reports_counters_and_the_journal_on_disk() {
+    let db = db();
+    let p = &db.path;
+    ok(p, &["save", "c", "a", "one"]);
+    ok(p, &["save", "c", "b", "two"]);
+    ok(p, &["forget", "c", "b"]);
+
+    let text = ok(p, &["stats"]);
+    for line in [
+        "memories:           1",
+        "dead letters:       0",
+        "index watermark:",
+        "journal on disk:",
+        "journal (engine):",
+    ] {
+        assert!(text.contains(line), "{line:?} missing in\n{text}");
+    }
+    let s = ok_json(p, &["stats"]);
+    assert_eq!(s["memories"], 1);
+    assert_eq!(s["dead_letters"], 0);
+    assert_eq!(s["committed_change"], 3, "{s}");
+    assert_eq!(s["index_watermark"], 3, "{s}");
+    assert_eq!(s["index_lag_changes"], 0);
+    assert_eq!(s["replayed_at_open"], 0);
+    assert!(s["journal_bytes"].is_u64(), "{s}");
+    // Clean shutdowns leave no journal files behind.
+    assert_eq!(s["journal_dir"]["files_at_rest"], 0, "{s}");
+    assert_eq!(s["journal_dir"]["files_after"], 0, "{s}");
+    assert!(s["engine"]["accepted"].is_u64(), "{s}");
+}
+
+/// Sends one JSON-RPC line to a child and, for requests, reads its answer.
+fn rpc(child: &mut Child, out: &mut impl BufRead, message: Value) -> Option<Value> {
+    let stdin = child.stdin.as_mut().expect("stdin");
+    writeln!(stdin, "{message}").expect("write");
+    stdin.flush().expect("flush");
+    message.get("id")?;
+    let mut line = String::new();
+    out.read_line(&mut line).expect("read");
+    let answer: Value = serde_json::from_str(&line).expect("JSON-RPC answer");
+    assert_eq!(answer["id"], message["id"], "{answer}");
+    Some(answer)
+}
+
+/// A process killed right after its save was acknowledged leaves its journal
+/// on disk: `stats` shows it at rest, and its open replays the save.
+#[test]
+fn stats_shows_a_journal_left_by_a_killed_process() {
+    let db = db();
+    let p = &db.path;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mnemo"))
+        .arg("--db")
+        .arg(p)
+        .arg("mcp")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mnemo mcp");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    rpc(
+        &mut child,
+        &mut out,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2024-11-05", "capabilities": {},
+            "clientInfo": {"name": "cli-test", "version": "1"}
+        }}),
+    );
+    rpc(
+        &mut child,
+        &mut out,
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    );
+    let stored = rpc(
+        &mut child,
+        &mut out,
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            "name": "store_memory",
+            "arguments": {"category": "hobbies", "key": "singing", "value": "likes singing"}
+        }}),
+    )
+    .expect("answer");
+    assert_ne!(stored["result"]["isError"], true, "{stored}");
+    child.kill().expect("SIGKILL");
+    child.wait().expect("wait");
+
+    let s = ok_json(p, &["stats"]);
+    assert!(
+        s["journal_dir"]["files_at_rest"].as_u64() > Some(0),
+        "the killed process's journal is on disk: {s}"
+    );
+    assert_eq!(s["memories"], 1, "{s}");
+    assert_eq!(
+        s["journal_dir"]["files_after"], 0,
+        "replayed and removed: {s}"
+    );
+    assert_eq!(ok(p, &["get", "hobbies", "singing"]), "likes singing\n");
+}
+
+fn jsonl(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+#[test]
+fn export_import_round_trip_is_exact() {
+    let src = db();
+    let s = &src.path;
+    ok(
+        s,
+        &[
+            "--namespace",
+            "alice",
+            "save",
+            "hobbies",
+            "singing",
+            "مجھے گانا پسند ہے",
+        ],
+    );
+    ok(
+        s,
+        &[
+            "--namespace",
+            "alice",
+            "save",
+            "food",
+            "lunch",
+            "biryani \"hot\"\n\ttwice",
+            "--metadata",
+            r#"{"source":"voice","confidence":0.9,"tags":["a","b"],"nested":{"x":null}}"#,
+        ],
+    );
+    ok(
+        s,
+        &["--namespace", "bob", "save", "日本", "咖啡", "我喜欢喝咖啡"],
+    );
+    ok(s, &["save", "c", "k", "in the default namespace"]);
+    ok(s, &["--namespace", "bob", "save", "gone", "k", "v"]);
+    ok(s, &["--namespace", "bob", "forget", "gone", "k"]);
+
+    let exported = ok(s, &["export"]);
+    let lines = jsonl(&exported);
+    assert_eq!(lines.len(), 4, "{exported}");
+    // Namespaces in order, each by category then key.
+    let order: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| (l["namespace"].as_str().unwrap(), l["key"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("alice", "lunch"),
+            ("alice", "singing"),
+            ("bob", "咖啡"),
+            ("default", "k")
+        ]
+    );
+    assert_eq!(
+        lines[0],
+        json!({"namespace": "alice", "category": "food", "key": "lunch",
+               "value": "biryani \"hot\"\n\ttwice",
+               "metadata": {"source": "voice", "confidence": 0.9, "tags": ["a", "b"],
+                            "nested": {"x": null}}})
+    );
+    assert_eq!(lines[1]["metadata"], Value::Null);
+
+    // Only the namespace asked for, when --namespace is given.
+    let bob = ok(s, &["--namespace", "bob", "export"]);
+    assert_eq!(jsonl(&bob).len(), 1);
+    assert_eq!(jsonl(&bob)[0]["key"], "咖啡");
+    // Even `default`, given explicitly, is one namespace.
+    assert_eq!(
+        jsonl(&ok(s, &["--namespace", "default", "export"])).len(),
+        1
+    );
+
+    // Import from a file into an empty database, export again: same bytes.
+    let dst = db();
+    let d = &dst.path;
+    let file = dst.path.with_file_name("export.jsonl");
+    std::fs::write(&file, &exported).expect("write");
+    let report = ok_json(d, &["import", file.to_str().expect("UTF-8 path")]);
+    assert_eq!(report["lines"], 4, "{report}");
+    assert_eq!(report["inserted"], 4, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    assert_eq!(ok(d, &["export"]), exported);
+
+    // From standard input, into a third database.
+    let third = db();
+    mnemo(&third.path, &["import", "-"])
+        .write_stdin(exported.clone())
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("imported 4 lines: 4 inserted"));
+    assert_eq!(ok(&third.path, &["export"]), exported);
+
+    // Importing the same file again changes nothing.
+    let report = ok_json(d, &["import", file.to_str().expect("UTF-8 path")]);
+    assert_eq!(report["unchanged"], 4, "{report}");
+}
+
+#[test]
+fn import_defaults_the_namespace_and_counts_duplicates() {
+    let db = db();
+    let p = &db.path;
+    let input = concat!(
+        r#"{"category":"c","key":"a","value":"first"}"#,
+        "\n\n",
+        r#"{"category":"c","key":"a","value":"second","metadata":null}"#,
+        "\n",
+        r#"{"namespace":"x","category":"c","key":"b","value":"other"}"#,
+        "\n"
+    );
+    let report: Value = serde_json::from_slice(
+        &mnemo(p, &["--namespace", "team", "--json", "import", "-"])
+            .write_stdin(input)
+            .assert()
+            .success()
+            .get_output()
+            .stdout,
+    )
+    .expect("JSON report");
+    assert_eq!(report["lines"], 3, "{report}");
+    assert_eq!(report["inserted"], 2, "{report}");
+    assert_eq!(report["superseded"], 1, "{report}");
+    assert_eq!(ok(p, &["--namespace", "team", "get", "c", "a"]), "second\n");
+    assert_eq!(ok(p, &["--namespace", "x", "get", "c", "b"]), "other\n");
+}
+
+#[test]
+fn import_stops_at_a_bad_line_with_its_number() {
+    let good = r#"{"namespace":"n","category":"c","key":"k1","value":"v1"}"#;
+    let cases = [
+        (
+            r#"{"namespace":"n","category":"c","key":"k2""#,
+            "line 3: not a memory",
+        ),
+        (
+            r#"{"namespace":"n","category":"c","key":"k2"}"#,
+            "missing field `value`",
+        ),
+        (
+            r#"{"namespace":"n","category":"c","key":"k2","vaule":"v"}"#,
+            "unknown field `vaule`",
+        ),
+        (
+            r#"{"namespace":"n","category":"c","key":"k2","value":""}"#,
+            "line 3: invalid value",
+        ),
+        (
+            r#"{"namespace":"n","category":"c","key":"k2","value":"v","metadata":[1]}"#,
+            "line 3: invalid metadata",
+        ),
+        (r#"[1, 2, 3]"#, "line 3: not a memory"),
+    ];
+    for (bad, message) in cases {
+        let db = db();
+        let p = &db.path;
+        let after = r#"{"namespace":"n","category":"c","key":"k3","value":"v3"}"#;
+        let input = format!("{good}\n\n{bad}\n{after}\n");
+        mnemo(p, &["import", "-"])
+            .write_stdin(input)
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains(message))
+            .stderr(predicate::str::contains(
+                "the 1 line(s) before it are saved",
+            ));
+        // The line before is durable; the bad line and the lines after it
+        // are not written.
+        let rows = ok_json(p, &["--namespace", "n", "list"]);
+        let keys: Vec<&str> = rows
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| r["key"].as_str().expect("key"))
+            .collect();
+        assert_eq!(keys, ["k1"], "after {bad}");
+    }
+
+    let db = db();
+    fails(
+        &db.path,
+        &["import", "/no/such/file.jsonl"],
+        "opening /no/such/file.jsonl",
+    );
+}
+
+/// With a pending bound far smaller than the input, `save` answers
+/// `Overloaded`; import waits for earlier saves and retries, and every line
+/// lands.
+#[test]
+fn import_waits_for_room_when_overloaded() {
+    let db = db();
+    let p = &db.path;
+    let n = 3_000;
+    let input: String = (0..n)
+        .map(|i| format!("{{\"category\":\"bulk\",\"key\":\"k{i}\",\"value\":\"value {i}\"}}\n"))
+        .collect();
+    let report: Value = serde_json::from_slice(
+        &mnemo(p, &["--json", "import", "-", "--max-pending", "10"])
+            .write_stdin(input)
+            .assert()
+            .success()
+            .get_output()
+            .stdout,
+    )
+    .expect("JSON report");
+    assert_eq!(report["lines"], n, "{report}");
+    assert_eq!(report["inserted"], n, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    // 3,000 saves against a bound of 10 cannot all fit between commits.
+    assert!(report["overloaded_waits"].as_u64() > Some(0), "{report}");
+    assert_eq!(ok_json(p, &["stats"])["memories"], n);
+}
+
+#[test]
+fn demo_runs_the_agent_turn() {
+    let db = db();
+    mnemo(&db.path, &["demo"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "store_memory(\"hobbies\", \"singing\"",
+        ))
+        .stdout(predicate::str::contains(
+            "Read-your-writes, before any commit",
+        ))
+        .stdout(predicate::str::contains("indexed after"))
+        .stdout(predicate::str::contains("hobbies/writing"))
+        .stdout(predicate::str::contains(
+            "Done: 2 saves accepted, 2 committed",
+        ));
+    // The demo's memories are in the database it was given.
+    assert_eq!(
+        ok(
+            &db.path,
+            &["--namespace", "demo-user", "get", "hobbies", "singing"]
+        ),
+        "مجھے گانا پسند ہے — likes singing\n"
+    );
+}
+
+#[test]
+fn bench_quick_reports_a_table_and_json() {
+    let db = db();
+    let scratch = db.path.with_file_name("scratch");
+    let report = ok_json(
+        &db.path,
+        &[
+            "bench",
+            "--quick",
+            "--dir",
+            scratch.to_str().expect("UTF-8 path"),
+        ],
+    );
+    assert_eq!(report["burst_n"], 100, "{report}");
+    assert_eq!(report["save_call_journal_on"]["calls"], 5_000, "{report}");
+    for side in ["batcher", "awaited_each"] {
+        assert!(
+            report[side]["saves_per_sec"].as_f64() > Some(0.0),
+            "{report}"
+        );
+    }
+    assert!(report["ratio"].as_f64() > Some(0.0), "{report}");
+    assert!(
+        report["save_call_journal_off"]["p50_us"].as_f64() > Some(0.0),
+        "{report}"
+    );
+    // The scratch databases are removed afterwards.
+    let left: Vec<_> = std::fs::read_dir(&scratch).expect("scratch").collect();
+    assert!(left.is_empty(), "{left:?}");
+    // Nothing was written to the --db database.
+    assert!(!db.path.exists());
+
+    // The text table, smaller still.
+    mnemo(
+        &db.path,
+        &["bench", "--quick", "--n", "10", "--calls", "500"],
+    )
+    .assert()
+    .success()
+    .stdout(predicate::str::contains("journal on (default)"))
+    .stdout(predicate::str::contains("batcher (median of 3)"))
+    .stdout(predicate::str::contains("each save awaited"))
+    .stdout(predicate::str::contains("ratio"));
+    fails(&db.path, &["bench", "--n", "0"], "--n must be at least 1");
+}
