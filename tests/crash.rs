@@ -11,32 +11,23 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use mnemo::{Config, Memory, Result, SaveRequest};
 
 fn spawn_child(child: &str, db: &std::path::Path, seed: u64) -> std::process::Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            child,
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("MNEMO_CHILD_DB", db)
+    common::child_command(child, db)
         .env("MNEMO_CHILD_SEED", seed.to_string())
-        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn child test process")
 }
 
 fn child_env() -> Option<(std::path::PathBuf, u64)> {
-    let db = std::env::var_os("MNEMO_CHILD_DB")?;
+    let db = common::child_db()?;
     let seed = std::env::var("MNEMO_CHILD_SEED").ok()?.parse().ok()?;
-    Some((db.into(), seed))
+    Some((db, seed))
 }
 
 /// One acknowledged operation, as the child printed it after `save`/`forget`

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use actix::{Actor, AsyncContext, Context, Handler, Message};
 use common::{config, config_never_flushing, paused_system, temp_db};
 use mnemo::{
@@ -548,9 +546,7 @@ fn dropping_the_last_handle_flushes() -> Result<()> {
     assert_eq!(r.wait_durable()?, WriteOutcome::Inserted { version: 1 });
     let memory = Memory::open(config(&db))?;
     assert_eq!(memory.get("u", "c", "k")?.unwrap().value, "dropped");
-    memory.shutdown_blocking()?;
-    std::thread::sleep(Duration::from_millis(1));
-    Ok(())
+    memory.shutdown_blocking()
 }
 
 #[test]

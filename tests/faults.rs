@@ -8,10 +8,10 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use common::{config, query_i64, temp_db};
+use common::{child_db, config, query_i64, temp_db};
 use mnemo::{Error, Memory, Result, SaveRequest, WriteOutcome};
 
 fn req(key: &str, value: &str) -> SaveRequest {
@@ -121,25 +121,12 @@ fn a_rejected_row_is_dead_lettered_and_the_rest_of_the_batch_commits() -> Result
 /// Runs `child` (an `#[ignore]`d test of this binary) in its own process with
 /// `MNEMO_CHILD_DB` set, and returns the process, stdout piped.
 fn spawn_child(child: &str, db: &std::path::Path) -> std::process::Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            child,
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("MNEMO_CHILD_DB", db)
-        .stdout(Stdio::piped())
+    common::child_command(child, db)
         // Piped, and shown only when a child fails (its expected panics
         // would otherwise fill the log).
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn child test process")
-}
-
-fn child_db() -> Option<std::path::PathBuf> {
-    std::env::var_os("MNEMO_CHILD_DB").map(Into::into)
 }
 
 #[test]
@@ -395,17 +382,8 @@ fn child_holds_the_write_lock() {
 fn a_lock_held_by_another_process_fails_with_busy_and_the_journal_keeps_the_save() -> Result<()> {
     let db = temp_db();
     drop(Memory::open(config(&db))?); // schema
-    let mut holder = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "child_holds_the_write_lock",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("MNEMO_CHILD_DB", &db.path)
+    let mut holder = common::child_command("child_holds_the_write_lock", &db.path)
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();

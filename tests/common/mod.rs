@@ -50,3 +50,27 @@ pub fn query_i64(path: &std::path::Path, sql: &str) -> i64 {
     let conn = rusqlite::Connection::open(path).expect("open");
     conn.query_row(sql, [], |r| r.get(0)).expect("query")
 }
+
+/// A command that re-runs this test binary as a child process running only
+/// `child` (an `#[ignore]`d test), with `MNEMO_CHILD_DB` set and stdout
+/// piped. Fail points configured in the child cannot touch the parent's
+/// other tests, and the child can be killed like any process.
+pub fn child_command(child: &str, db: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(std::env::current_exe().expect("test binary path"));
+    cmd.args([
+        "--ignored",
+        "--exact",
+        child,
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("MNEMO_CHILD_DB", db)
+    .stdout(std::process::Stdio::piped());
+    cmd
+}
+
+/// The database a child process was given by [`child_command`], if this is
+/// one.
+pub fn child_db() -> Option<PathBuf> {
+    std::env::var_os("MNEMO_CHILD_DB").map(Into::into)
+}
