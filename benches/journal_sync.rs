@@ -65,5 +65,26 @@ fn journal_sync(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, journal_sync);
+/// The alternative the journal does not use: a plain `write(2)` of a
+/// 120-byte record to an append-only file (no fsync), the size of a typical
+/// journal record. `docs/design.md` cites this figure for why the journal is a
+/// memory mapping.
+fn plain_write(c: &mut Criterion) {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path().join("plain.log"))
+        .unwrap();
+    let record = [7u8; 120];
+    let mut g = c.benchmark_group("journal_sync");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("plain_write_120b", |b| {
+        b.iter(|| file.write_all(&record).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, journal_sync, plain_write);
 criterion_main!(benches);
