@@ -5,6 +5,9 @@
 //! test asserts a duration: `bench` is run to check it works and reports,
 //! not how fast it is. `mcp` has its own tests in `tests/mcp.rs`.
 
+#[cfg(feature = "minilm")]
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -608,4 +611,80 @@ fn bench_quick_reports_a_table_and_json() {
     .stdout(predicate::str::contains("each save awaited"))
     .stdout(predicate::str::contains("ratio"));
     fails(&db.path, &["bench", "--n", "0"], "--n must be at least 1");
+}
+
+/// `--retrieval hybrid` ranks with the built-in n-gram vectors too: a typo
+/// with no exact word still finds its memory.
+#[test]
+fn search_with_hybrid_retrieval_finds_a_typo() {
+    let db = db();
+    ok(
+        &db.path,
+        &["save", "health", "medication", "takes levothyroxine daily"],
+    );
+    let lexical = ok_json(&db.path, &["search", "levothyroxin dose"]);
+    assert_eq!(lexical.as_array().map(Vec::len), Some(0), "{lexical}");
+    let hybrid = ok_json(
+        &db.path,
+        &["--retrieval", "hybrid", "search", "levothyroxin dose"],
+    );
+    assert_eq!(hybrid[0]["record"]["key"], "medication", "{hybrid}");
+    fails(
+        &db.path,
+        &["--model-dir", "x", "search", "q"],
+        "--model-dir is for --retrieval minilm",
+    );
+}
+
+/// Without the `minilm` feature, asking for MiniLM says how to get it.
+#[cfg(not(feature = "minilm"))]
+#[test]
+fn minilm_retrieval_without_the_feature_names_the_fix() {
+    let db = db();
+    fails(
+        &db.path,
+        &["--retrieval", "minilm", "search", "husband"],
+        "--features minilm",
+    );
+}
+
+/// With it: a missing model is one clear error, and a paraphrase finds its
+/// memory.
+#[cfg(feature = "minilm")]
+#[test]
+fn minilm_retrieval_finds_a_paraphrase() {
+    let db = db();
+    let model = common::minilm_dir();
+    let model = model.to_str().expect("UTF-8 path");
+    let mut args = vec!["--retrieval", "minilm", "--model-dir", model];
+    args.extend(["save", "family", "spouse", "Married to Daniel since 2019"]);
+    ok(&db.path, &args);
+    ok(
+        &db.path,
+        &["save", "garden", "balcony", "Grows tomatoes on the balcony"],
+    );
+    let hits = ok_json(
+        &db.path,
+        &[
+            "--retrieval",
+            "minilm",
+            "--model-dir",
+            model,
+            "search",
+            "who is her husband",
+        ],
+    );
+    assert_eq!(hits[0]["record"]["key"], "spouse", "{hits}");
+    fails(
+        &db.path,
+        &[
+            "--retrieval",
+            "minilm",
+            "--model-dir",
+            "/nonexistent",
+            "search",
+            "q",
+        ],
+        "scripts/fetch-minilm.sh",
+    );
 }

@@ -17,6 +17,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+#[cfg(feature = "minilm")]
+mod common;
+
 use mnemo::{Config, Memory, Result, Retrieval, SaveRequest, SearchHit};
 use serde_json::Value;
 
@@ -253,7 +256,17 @@ async fn measure(
     queries: &[Query],
     index: bool,
 ) -> Result<Answers> {
-    let memory = Memory::open(config)?;
+    measure_with(Memory::open(config)?, memories, queries, index).await
+}
+
+/// [`measure`] on an engine already opened (with an embedder of the test's
+/// choosing).
+async fn measure_with(
+    memory: Memory,
+    memories: &[Mem],
+    queries: &[Query],
+    index: bool,
+) -> Result<Answers> {
     let receipts = save_all(&memory, memories).await?;
     if index {
         memory.flush();
@@ -453,5 +466,128 @@ fn recall_before_after_and_pending() -> Result<()> {
         MIN_HYBRID_PENDING_RECALL.1
     );
     assert!(before_r["all"].n == queries.len());
+    Ok(())
+}
+
+/// Minimum recall (in %) of hybrid retrieval with the MiniLM embedder
+/// (cargo feature `minilm`), over the index: (language, recall@1,
+/// recall@5), each one query below the figure measured (docs/retrieval.md,
+/// "MiniLM").
+#[cfg(feature = "minilm")]
+const MIN_MINILM_RECALL: [(&str, f64, f64); 6] = [
+    ("all", 94.2, 98.3),   // measured 95.1 (116/122), 99.2 (121/122)
+    ("en", 95.9, 95.9),    // 100 (25/25), 100 (25/25)
+    ("ur", 86.9, 95.6),    // 91.3 (21/23), 100 (23/23)
+    ("hi", 80.9, 95.2),    // 85.7 (18/21), 100 (21/21)
+    ("zh", 91.3, 91.3),    // 95.7 (22/23), 95.7 (22/23)
+    ("mixed", 96.6, 96.6), // 100 (30/30), 100 (30/30)
+];
+
+/// The same for hybrid MiniLM over pending saves, overall.
+#[cfg(feature = "minilm")]
+const MIN_MINILM_PENDING_RECALL: (f64, f64) = (93.4, 96.7); // measured 94.3 (115/122), 97.5 (119/122)
+
+/// Lexical, hybrid with the n-gram embedder and hybrid with MiniLM, side by
+/// side (`cargo test --features minilm --test retrieval -- --nocapture`,
+/// after `scripts/fetch-minilm.sh`).
+#[cfg(feature = "minilm")]
+#[test]
+fn recall_lexical_ngram_and_minilm() -> Result<()> {
+    use std::sync::Arc;
+    let (memories, queries) = load();
+    let dir = tempfile::tempdir()?;
+    let minilm: Arc<dyn mnemo::Embedder> = common::minilm();
+    let columns = actix::System::new().block_on(async {
+        let mut columns = Vec::new();
+        for (name, retrieval, embedder) in [
+            ("lexical", Retrieval::Lexical, None),
+            ("hybrid n-gram", Retrieval::Hybrid, None),
+            ("hybrid MiniLM", Retrieval::Hybrid, Some(minilm.clone())),
+        ] {
+            let config = Config {
+                retrieval,
+                ..Config::new(dir.path().join(format!("{}.db", columns.len())))
+            };
+            let memory = match embedder {
+                Some(e) => Memory::open_with_embedder(config, e)?,
+                None => Memory::open(config)?,
+            };
+            let (top, _) = measure_with(memory, &memories, &queries, true).await?;
+            columns.push((name, score(&queries, &top), top));
+        }
+        let config = Config {
+            retrieval: Retrieval::Hybrid,
+            quiet_window: Duration::from_secs(3_600),
+            max_wait: Duration::from_secs(3_600),
+            ..Config::new(dir.path().join("minilm-pending.db"))
+        };
+        let memory = Memory::open_with_embedder(config, minilm.clone())?;
+        let (top, _) = measure_with(memory, &memories, &queries, false).await?;
+        columns.push(("hybrid MiniLM pending", score(&queries, &top), top));
+        Ok::<_, mnemo::Error>(columns)
+    })?;
+
+    println!(
+        "\nrecall@1 / recall@5, %, index ({} queries): lexical | hybrid n-gram | hybrid MiniLM | hybrid MiniLM pending\n",
+        queries.len()
+    );
+    println!(
+        "| language | queries | {} |",
+        columns
+            .iter()
+            .map(|(n, _, _)| format!("{n} @1 | {n} @5"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    println!("|---|---:|{}", "---:|---:|".repeat(columns.len()));
+    for lang in LANGS.iter().copied().chain(["all"]) {
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|(_, r, _)| format!("{:.1} | {:.1}", r[lang].r1(), r[lang].r5()))
+            .collect();
+        println!(
+            "| {lang} | {} | {} |",
+            columns[0].1[lang].n,
+            cells.join(" | ")
+        );
+    }
+    let (_, minilm_r, minilm_top) = &columns[2];
+    let (_, ngram_r, ngram_top) = &columns[1];
+    println!("\nqueries MiniLM ranks differently from n-gram (rank of the expected memory, n-gram -> MiniLM):");
+    for ((q, n), m) in queries.iter().zip(ngram_top).zip(minilm_top) {
+        let (rn, rm) = (rank(q, n), rank(q, m));
+        if rn != rm {
+            let show = |r: Option<usize>| r.map_or("-".to_owned(), |r| (r + 1).to_string());
+            println!(
+                "  [{}] \"{}\" expects {}: {} -> {}, got [{}]",
+                q.lang,
+                q.text,
+                q.expected.join(" | "),
+                show(rn),
+                show(rm),
+                m.join(", ")
+            );
+        }
+    }
+    // MiniLM never loses to n-gram hybrid in English, the language it knows.
+    assert!(minilm_r["en"].r1() >= ngram_r["en"].r1() && minilm_r["en"].r5() >= ngram_r["en"].r5());
+    let p = columns[3].1["all"];
+    assert!(
+        p.r1() >= MIN_MINILM_PENDING_RECALL.0 && p.r5() >= MIN_MINILM_PENDING_RECALL.1,
+        "hybrid MiniLM pending: recall@1 {:.1}% (min {}), recall@5 {:.1}% (min {})",
+        p.r1(),
+        MIN_MINILM_PENDING_RECALL.0,
+        p.r5(),
+        MIN_MINILM_PENDING_RECALL.1
+    );
+    for (lang, min1, min5) in MIN_MINILM_RECALL {
+        let h = minilm_r[lang];
+        assert!(
+            h.r1() >= min1 && h.r5() >= min5,
+            "hybrid MiniLM {lang}: recall@1 {:.1}% (min {min1}), recall@5 {:.1}% (min {min5})",
+            h.r1(),
+            h.r5()
+        );
+    }
     Ok(())
 }

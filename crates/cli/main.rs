@@ -43,9 +43,33 @@ struct Cli {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// How `search` ranks: bm25 alone, or fused with a vector ranking.
+    #[arg(long, global = true, value_enum, default_value_t = RetrievalArg::Lexical)]
+    retrieval: RetrievalArg,
+    /// With `--retrieval minilm`: the model's directory [default:
+    /// $MNEMO_MINILM_DIR, else models/all-MiniLM-L6-v2]; fill it with
+    /// scripts/fetch-minilm.sh.
+    #[arg(long, global = true)]
+    model_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
+
+/// `--retrieval`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum RetrievalArg {
+    /// FTS5 bm25 over the normalised text (the default).
+    Lexical,
+    /// bm25 fused with the built-in hashed n-gram vectors (no model).
+    Hybrid,
+    /// bm25 fused with all-MiniLM-L6-v2 vectors (English; needs a build
+    /// with `--features minilm` and the model).
+    Minilm,
+}
+
+/// The retrieval choice of this run, set once from the command line before
+/// any engine opens.
+static RETRIEVAL: std::sync::OnceLock<(RetrievalArg, Option<PathBuf>)> = std::sync::OnceLock::new();
 
 #[derive(Subcommand)]
 enum Command {
@@ -125,6 +149,10 @@ fn main() -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> Result<()> {
+    if cli.model_dir.is_some() && cli.retrieval != RetrievalArg::Minilm {
+        anyhow::bail!("--model-dir is for --retrieval minilm");
+    }
+    let _ = RETRIEVAL.set((cli.retrieval, cli.model_dir.clone()));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -136,9 +164,41 @@ pub(crate) fn open(db: &Path) -> Result<Memory> {
     open_with(Config::new(db))
 }
 
-pub(crate) fn open_with(config: Config) -> Result<Memory> {
+/// Opens an engine with `config` and the command line's `--retrieval`.
+pub(crate) fn open_with(mut config: Config) -> Result<Memory> {
     let path = config.path.clone();
-    Memory::open(config).with_context(|| format!("opening {}", path.display()))
+    let (retrieval, model_dir) = RETRIEVAL
+        .get()
+        .cloned()
+        .unwrap_or((RetrievalArg::Lexical, None));
+    let opened = match retrieval {
+        RetrievalArg::Lexical => Memory::open(config),
+        RetrievalArg::Hybrid => {
+            config.retrieval = mnemo::Retrieval::Hybrid;
+            Memory::open(config)
+        }
+        RetrievalArg::Minilm => {
+            config.retrieval = mnemo::Retrieval::Hybrid;
+            Memory::open_with_embedder(config, minilm(model_dir)?)
+        }
+    };
+    opened.with_context(|| format!("opening {}", path.display()))
+}
+
+#[cfg(feature = "minilm")]
+fn minilm(dir: Option<PathBuf>) -> Result<std::sync::Arc<dyn mnemo::Embedder>> {
+    let model = match dir {
+        Some(dir) => mnemo::MiniLmEmbedder::from_dir(dir),
+        None => mnemo::MiniLmEmbedder::from_env(),
+    };
+    Ok(std::sync::Arc::new(model.context("loading MiniLM")?))
+}
+
+#[cfg(not(feature = "minilm"))]
+fn minilm(_: Option<PathBuf>) -> Result<std::sync::Arc<dyn mnemo::Embedder>> {
+    anyhow::bail!(
+        "--retrieval minilm needs a build with the minilm feature: cargo run --release --features minilm -- …"
+    )
 }
 
 pub(crate) fn print_json(v: &impl serde::Serialize) -> Result<()> {

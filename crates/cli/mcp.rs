@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use mnemo::{Config, Error, Memory, MemoryRecord, SaveRequest};
+use mnemo::{Error, Memory, MemoryRecord, SaveRequest};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
@@ -47,8 +47,7 @@ Everything you save is visible to the next call immediately.";
 /// SIGTERM/SIGINT arrives, then flushes everything and returns (or, after a
 /// signal, exits the process with status 0).
 pub async fn serve(db: &Path, namespace: &str) -> Result<()> {
-    let memory =
-        Memory::open(Config::new(db)).with_context(|| format!("opening {}", db.display()))?;
+    let memory = crate::open(db)?;
     // Check the namespace with the library's own rules now, so a bad
     // `--namespace` fails at start-up instead of in every tool call.
     memory

@@ -74,3 +74,31 @@ pub fn child_command(child: &str, db: &std::path::Path) -> std::process::Command
 pub fn child_db() -> Option<PathBuf> {
     std::env::var_os("MNEMO_CHILD_DB").map(Into::into)
 }
+
+/// The MiniLM model directory: `$MNEMO_MINILM_DIR`, else the workspace's
+/// `models/all-MiniLM-L6-v2` (where `scripts/fetch-minilm.sh` puts it).
+#[cfg(feature = "minilm")]
+pub fn minilm_dir() -> PathBuf {
+    std::env::var_os("MNEMO_MINILM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(mnemo::MiniLmEmbedder::DEFAULT_DIR)
+        })
+}
+
+/// The MiniLM embedder, loaded once per test binary. Panics with the fix
+/// when the model was not fetched: with the `minilm` feature on, a missing
+/// model is a failure, never a skip.
+#[cfg(feature = "minilm")]
+pub fn minilm() -> std::sync::Arc<mnemo::MiniLmEmbedder> {
+    static MODEL: std::sync::OnceLock<std::sync::Arc<mnemo::MiniLmEmbedder>> =
+        std::sync::OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let dir = minilm_dir();
+            std::sync::Arc::new(mnemo::MiniLmEmbedder::from_dir(&dir).unwrap_or_else(|e| {
+                panic!("{e}\nthe `minilm` feature needs the model: run scripts/fetch-minilm.sh")
+            }))
+        })
+        .clone()
+}

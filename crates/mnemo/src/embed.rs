@@ -32,6 +32,30 @@ pub trait Embedder: Send + Sync {
     /// values. A text with nothing to embed (no tokens) gives all zeros,
     /// which matches nothing.
     fn embed(&self, text: &str) -> Vec<f32>;
+
+    /// The vectors of several texts, in order. The indexer hands each
+    /// indexing pass's memories over at once, so a model that runs faster
+    /// on batches (a neural one) should override this; the default embeds
+    /// one text at a time.
+    fn embed_batch(&self, texts: &[&str]) -> Vec<Vec<f32>> {
+        texts.iter().map(|t| self.embed(t)).collect()
+    }
+
+    /// The cosine similarity below which a vector match is noise for this
+    /// model and is left out of the vector ranking. The default, 0.05, is
+    /// the floor measured for [`NgramEmbedder`] (`docs/retrieval.md`).
+    fn min_similarity(&self) -> f32 {
+        0.05
+    }
+
+    /// Whether this model's vectors mean anything for a query written like
+    /// `query` (a model trained on one language, say). A query it does not
+    /// support is ranked by the lexical side alone. The default: every
+    /// query.
+    fn supports(&self, query: &str) -> bool {
+        let _ = query;
+        true
+    }
 }
 
 /// The built-in embedder: hashed word and character n-gram features over

@@ -76,6 +76,16 @@ pub enum Error {
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 
+    /// An embedding model could not be loaded or run (a missing or
+    /// malformed file, say).
+    #[error("embedding model at {path:?}: {reason}")]
+    Model {
+        /// The model's directory (empty when the failure was not a file's).
+        path: std::path::PathBuf,
+        /// What is missing or malformed.
+        reason: String,
+    },
+
     /// Stored or supplied JSON could not be parsed.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),

@@ -43,6 +43,8 @@
 //! - [`text`]: normalisation and query building shared by index and reads.
 //! - [`embed`]: the [`Embedder`] trait and the built-in [`NgramEmbedder`]
 //!   (hashed word and character n-grams) for hybrid retrieval.
+//! - `minilm` (cargo feature `minilm`): `MiniLmEmbedder`, the neural
+//!   all-MiniLM-L6-v2 embedder run with candle (English only).
 //! - [`stats`]: counters and summaries.
 //! - [`error`]: [`Error`] and [`Result`].
 //! - [`baseline`]: the usual design (await a transaction and an index step
@@ -59,6 +61,8 @@ pub mod indexer;
 mod ingress;
 pub mod journal;
 pub mod memory;
+#[cfg(feature = "minilm")]
+pub mod minilm;
 pub mod model;
 mod overlay;
 pub mod receipt;
@@ -75,6 +79,8 @@ pub use error::{Error, Failure, Result};
 pub use indexer::RagIndexer;
 pub use journal::JournalSync;
 pub use memory::Memory;
+#[cfg(feature = "minilm")]
+pub use minilm::MiniLmEmbedder;
 pub use model::{MemoryRecord, SaveRequest, SearchHit, WriteOutcome};
 pub use receipt::{Receipt, ReceiptStatus};
 pub use stats::{Stats, Summary};

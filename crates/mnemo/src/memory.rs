@@ -431,7 +431,35 @@ impl Memory {
             .map(|e| (e.payload.category.as_str(), e.payload.key.as_str()))
             .collect();
         let depth = limit.max(HYBRID_DEPTH) + shadowed.len();
-        let mut qv = e.embed(query);
+        // The query and the pending saves not embedded yet (few) in one
+        // batch: one forward pass for a neural model. A pending save keeps
+        // its vector until it retires.
+        let fresh: Vec<(&crate::overlay::OverlayEntry, MemoryRecord)> = fresh
+            .iter()
+            .filter_map(|entry| Some((&**entry, entry.record()?)))
+            .collect();
+        let missing: Vec<usize> = (0..fresh.len())
+            .filter(|&i| fresh[i].0.vector.get().is_none())
+            .collect();
+        let texts: Vec<String> = std::iter::once(query.to_owned())
+            .chain(missing.iter().map(|&i| {
+                let r = &fresh[i].1;
+                sqlite::embedding_text(&r.category, &r.key, &r.value)
+            }))
+            .collect();
+        let mut vectors = e
+            .embed_batch(&texts.iter().map(String::as_str).collect::<Vec<_>>())
+            .into_iter();
+        let mut qv = vectors.next().unwrap_or_default();
+        for (&i, v) in missing.iter().zip(vectors) {
+            let _ = fresh[i].0.vector.set(v);
+        }
+        if !e.supports(query) {
+            // The model's vectors mean nothing for this query's language:
+            // the lexical ranking alone answers.
+            qv = vec![0.0; e.dimension()];
+        }
+        let min_similarity = e.min_similarity();
         if qv.len() != e.dimension() {
             tracing::warn!(
                 model = e.model_id(),
@@ -439,6 +467,9 @@ impl Memory {
             );
             qv = vec![0.0; e.dimension()];
         }
+        // Nothing to embed in the query (or not the model's language): no
+        // vector side at all, whatever the similarity floor.
+        let query_is_zero = crate::embed::is_zero(&qv);
         let (indexed, nearest) = self.inner.reads.with(|conn| {
             let indexed = sqlite::search(conn, namespace, q, category, depth)?;
             let nearest = sqlite::vector_search(
@@ -447,7 +478,7 @@ impl Memory {
                 e.model_id(),
                 &qv,
                 category,
-                HYBRID_MIN_SIMILARITY,
+                min_similarity,
                 depth,
             )?;
             Ok((indexed, nearest))
@@ -460,16 +491,13 @@ impl Memory {
             .chain(indexed.into_iter().filter(visible))
             .collect();
         let mut vector: Vec<(SearchHit, f32)> = fresh
-            .iter()
-            .filter_map(|entry| {
-                let record = entry.record()?;
-                let v = e.embed(&sqlite::embedding_text(
-                    &record.category,
-                    &record.key,
-                    &record.value,
-                ));
-                let similarity = cosine(&qv, &v);
-                (similarity >= HYBRID_MIN_SIMILARITY).then_some((
+            .into_iter()
+            .filter_map(|(entry, record)| {
+                let similarity = match entry.vector.get() {
+                    Some(v) if v.len() == qv.len() && !query_is_zero => cosine(&qv, v),
+                    _ => return None,
+                };
+                (similarity >= min_similarity).then_some((
                     SearchHit {
                         record,
                         score: f64::from(similarity),
@@ -556,13 +584,6 @@ const RRF_K: f64 = 60.0;
 /// Hits each side of a hybrid search contributes (at least; more if pending
 /// saves shadow indexed ones).
 const HYBRID_DEPTH: usize = 20;
-
-/// Vector hits below this cosine similarity are left out: with hashed
-/// n-grams, unrelated texts score near 0 (within about ±0.03 at 1,024
-/// dimensions) but rarely exactly 0, while a short query sharing one word
-/// with a long memory can score as little as 0.08. Measured on the test set:
-/// 0.03 and 0.05 give the same recall, 0.1 loses two queries at @5.
-const HYBRID_MIN_SIMILARITY: f32 = 0.05;
 
 /// Fuses ranked lists by reciprocal-rank fusion: each hit scores the sum of
 /// 1/(RRF_K + rank) over the lists it is in; best first. Ties (with two

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::RwLock;
 
@@ -24,6 +24,10 @@ pub(crate) struct OverlayEntry {
     pub payload: Arc<OpPayload>,
     /// Committed version; 0 while not committed.
     version: AtomicU64,
+    /// The memory's vector for the engine's embedder (hybrid retrieval
+    /// only), computed by the first search that needs it: a pending save is
+    /// embedded once, not once per query. Never set in `save`.
+    pub vector: OnceLock<Vec<f32>>,
 }
 
 impl OverlayEntry {
@@ -67,6 +71,7 @@ impl PendingOverlay {
             seq,
             payload,
             version: AtomicU64::new(0),
+            vector: OnceLock::new(),
         });
         self.map.write().insert(k, entry);
     }

@@ -494,11 +494,19 @@ pub(crate) fn index_pending_with(
 ) -> Result<IndexPass> {
     let mut total = IndexPass::default();
     loop {
-        let pass = retry_busy(busy_deadline, || index_chunk(conn, chunk, embedder)).map_err(
-            |(e, _)| crate::Error::WriteFailed {
-                reason: format!("indexing: {e:?}"),
-            },
-        )?;
+        // Embedding takes milliseconds per memory with a neural model: it
+        // runs here, before the chunk's write transaction, so the writer is
+        // never kept waiting on it.
+        let prepared = match embedder {
+            Some(e) => pre_embed(conn, e, chunk).map_err(crate::Error::from)?,
+            None => Prepared::new(),
+        };
+        let pass = retry_busy(busy_deadline, || {
+            index_chunk(conn, chunk, embedder, &prepared)
+        })
+        .map_err(|(e, _)| crate::Error::WriteFailed {
+            reason: format!("indexing: {e:?}"),
+        })?;
         total.rows += pass.rows;
         total.watermark = pass.watermark;
         if pass.rows < chunk {
@@ -507,10 +515,55 @@ pub(crate) fn index_pending_with(
     }
 }
 
+/// Vectors computed ahead of an indexing transaction: `memories.id` →
+/// (the `change_seq` the text was read at, the vector).
+type Prepared = std::collections::HashMap<i64, (i64, Vec<f32>)>;
+
+/// Embeds (in one batch, outside any transaction) the live memories the
+/// next indexing chunk will take: those after the index watermark, in
+/// change order. A row that changes before the chunk's transaction reads it
+/// again is embedded there instead (its `change_seq` no longer matches).
+fn pre_embed(conn: &Connection, e: &dyn Embedder, chunk: usize) -> rusqlite::Result<Prepared> {
+    let watermark = meta(conn, "index_watermark")?;
+    // The same rows as the chunk's (forgotten ones included, so the LIMIT
+    // agrees), embedding only the live ones.
+    let rows: Vec<(i64, i64, String)> = conn
+        .prepare_cached(
+            "SELECT id, change_seq, category, key, value, deleted FROM memories
+             WHERE change_seq > ?1 ORDER BY change_seq LIMIT ?2",
+        )?
+        .query_map(params![watermark, chunk as i64], |r| {
+            let text = if r.get::<_, bool>(5)? {
+                None
+            } else {
+                Some(embedding_text(
+                    &r.get::<_, String>(2)?,
+                    &r.get::<_, String>(3)?,
+                    &r.get::<_, String>(4)?,
+                ))
+            };
+            Ok((r.get(0)?, r.get(1)?, text))
+        })?
+        .filter_map(|r| match r {
+            Ok((id, seq, Some(text))) => Some(Ok((id, seq, text))),
+            Ok((_, _, None)) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<rusqlite::Result<_>>()?;
+    let texts: Vec<&str> = rows.iter().map(|(_, _, t)| t.as_str()).collect();
+    let vectors = e.embed_batch(&texts);
+    Ok(rows
+        .iter()
+        .zip(vectors)
+        .map(|((id, seq, _), v)| (*id, (*seq, v)))
+        .collect())
+}
+
 fn index_chunk(
     conn: &mut Connection,
     chunk: usize,
     embedder: Option<&dyn Embedder>,
+    prepared: &Prepared,
 ) -> Result<IndexPass, AttemptError> {
     // Look before taking the write lock: nothing to index is the common
     // case at open, and another process may be holding the lock.
@@ -580,8 +633,12 @@ fn index_chunk(
                 let key: String = row.get(3).map_err(classify)?;
                 let value: String = row.get(4).map_err(classify)?;
                 if let Some((e, table)) = &vectors {
-                    insert_vector(&tx, *e, table, id, &ns, &category, &key, &value)
-                        .map_err(classify)?;
+                    let seq: i64 = row.get(6).map_err(classify)?;
+                    let v = match prepared.get(&id) {
+                        Some((at, v)) if *at == seq => v.clone(),
+                        _ => e.embed(&embedding_text(&category, &key, &value)),
+                    };
+                    insert_vector(&tx, *e, table, id, &ns, &v).map_err(classify)?;
                 }
                 insert
                     .execute(params![
@@ -686,30 +743,42 @@ fn sync_vector_table(
     )?;
     let mut rows = st.query([watermark])?;
     let mut n = 0usize;
+    let mut batch: Vec<(i64, String, String)> = Vec::with_capacity(REBUILD_BATCH);
+    let flush = |batch: &mut Vec<(i64, String, String)>| -> rusqlite::Result<()> {
+        let texts: Vec<&str> = batch.iter().map(|(_, _, t)| t.as_str()).collect();
+        for ((id, ns, _), v) in batch.iter().zip(e.embed_batch(&texts)) {
+            insert_vector(tx, e, &table, *id, ns, &v)?;
+        }
+        batch.clear();
+        Ok(())
+    };
     while let Some(r) = rows.next()? {
         let (id, ns, category, key, value): (i64, String, String, String, String) =
             (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
-        insert_vector(tx, e, &table, id, &ns, &category, &key, &value)?;
+        batch.push((id, ns, embedding_text(&category, &key, &value)));
+        if batch.len() == REBUILD_BATCH {
+            flush(&mut batch)?;
+        }
         n += 1;
     }
+    flush(&mut batch)?;
     tracing::info!(model = e.model_id(), rows = n, "rebuilt the vector index");
     Ok(table)
 }
 
-/// Embeds one memory and stores its vector (nothing for a text with no
-/// tokens: a zero vector matches nothing).
-#[allow(clippy::too_many_arguments)]
+/// Memories embedded per call while a model's vector table is rebuilt.
+const REBUILD_BATCH: usize = 64;
+
+/// Stores one memory's vector `v` (nothing for a zero vector, a text with
+/// nothing to embed, which matches nothing).
 fn insert_vector(
     tx: &Connection,
     e: &dyn Embedder,
     table: &str,
     id: i64,
     ns: &str,
-    category: &str,
-    key: &str,
-    value: &str,
+    v: &[f32],
 ) -> rusqlite::Result<()> {
-    let v = e.embed(&embedding_text(category, key, value));
     if v.len() != e.dimension() {
         tracing::warn!(
             model = e.model_id(),
@@ -720,13 +789,13 @@ fn insert_vector(
         );
         return Ok(());
     }
-    if is_zero(&v) {
+    if is_zero(v) {
         return Ok(());
     }
     tx.prepare_cached(&format!(
         "INSERT OR REPLACE INTO {table} (id, namespace, vector) VALUES (?1, ?2, ?3)"
     ))?
-    .execute(params![id, ns, to_blob(&v)])?;
+    .execute(params![id, ns, to_blob(v)])?;
     Ok(())
 }
 
