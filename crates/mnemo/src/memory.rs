@@ -809,4 +809,113 @@ mod tests {
             Ok(())
         })
     }
+
+    /// An embedder that, every time it is asked for vectors, checks that
+    /// nobody holds the database's write lock: embedding (milliseconds per
+    /// memory with a neural model) must never keep the writer waiting.
+    struct LockProbe {
+        inner: NgramEmbedder,
+        path: std::path::PathBuf,
+        calls: std::sync::atomic::AtomicUsize,
+        locked: std::sync::atomic::AtomicUsize,
+    }
+
+    impl LockProbe {
+        fn probe(&self) {
+            use std::sync::atomic::Ordering::Relaxed;
+            let conn = rusqlite::Connection::open(&self.path).expect("probe connection");
+            // The caller is blocked in this call: if it holds the write lock,
+            // the lock stays held for the whole timeout and BEGIN IMMEDIATE
+            // fails. A commit by the writer thread only delays it briefly.
+            conn.busy_timeout(std::time::Duration::from_secs(5))
+                .expect("busy timeout");
+            self.calls.fetch_add(1, Relaxed);
+            if conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").is_err() {
+                self.locked.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    impl Embedder for LockProbe {
+        fn model_id(&self) -> &str {
+            "lock-probe"
+        }
+        fn dimension(&self) -> usize {
+            self.inner.dimension()
+        }
+        fn embed(&self, text: &str) -> Vec<f32> {
+            self.probe();
+            self.inner.embed(text)
+        }
+        fn embed_batch(&self, texts: &[&str]) -> Vec<Vec<f32>> {
+            self.probe();
+            texts.iter().map(|t| self.inner.embed(t)).collect()
+        }
+    }
+
+    #[test]
+    fn vectors_are_embedded_outside_the_write_lock_when_rebuilt_and_indexed() -> Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("probe.db");
+        let save_many = |memory: &Memory, from: usize, to: usize| -> Result<Receipt> {
+            let mut last = None;
+            for i in from..to {
+                last = Some(memory.save(SaveRequest::new(
+                    "u",
+                    "notes",
+                    format!("k{i}"),
+                    format!("note number {i} about tomatoes"),
+                ))?);
+            }
+            memory.flush();
+            Ok(last.expect("saved"))
+        };
+        // Memories indexed without vectors: the hybrid engine must rebuild.
+        let memory = Memory::open(Config::new(&path))?;
+        save_many(&memory, 0, 150)?.wait_indexed()?;
+        memory.shutdown_blocking()?;
+
+        let probe = Arc::new(LockProbe {
+            inner: NgramEmbedder::new(),
+            path: path.clone(),
+            calls: Default::default(),
+            locked: Default::default(),
+        });
+        let config = Config {
+            retrieval: Retrieval::Hybrid,
+            ..Config::new(&path)
+        };
+        let memory = Memory::open_with_embedder(config, probe.clone())?;
+        let rebuilt = probe.calls.load(Relaxed);
+        assert!(
+            rebuilt >= 3,
+            "150 memories in batches of 64: {rebuilt} calls"
+        );
+        let hits = memory.search("u", "note number 7 tomatos", None, 3)?;
+        assert_eq!(hits[0].record.key, "k7", "the rebuilt vectors are searched");
+        // New saves: embedded ahead of the indexing transaction.
+        save_many(&memory, 150, 200)?.wait_indexed()?;
+        assert!(probe.calls.load(Relaxed) > rebuilt);
+        memory.shutdown_blocking()?;
+        assert_eq!(
+            probe.locked.load(Relaxed),
+            0,
+            "the write lock was held while embedding"
+        );
+        let conn = rusqlite::Connection::open(&path)?;
+        let (n, watermark): (i64, i64) = conn.query_row(
+            &format!("SELECT count(*), (SELECT watermark FROM vector_models WHERE model_id = 'lock-probe') FROM {}", sqlite::vector_table("lock-probe")),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        assert_eq!(n, 200, "every memory has its vector");
+        let index: i64 = conn.query_row(
+            "SELECT value FROM meta WHERE name = 'index_watermark'",
+            [],
+            |r| r.get(0),
+        )?;
+        assert_eq!(watermark, index, "the vectors are current");
+        Ok(())
+    }
 }

@@ -498,7 +498,10 @@ pub(crate) fn index_pending_with(
         // runs here, before the chunk's write transaction, so the writer is
         // never kept waiting on it.
         let prepared = match embedder {
-            Some(e) => pre_embed(conn, e, chunk).map_err(crate::Error::from)?,
+            Some(e) => {
+                sync_vectors(conn, e, busy_deadline)?;
+                pre_embed(conn, e, chunk).map_err(crate::Error::from)?
+            }
             None => Prepared::new(),
         };
         let pass = retry_busy(busy_deadline, || {
@@ -567,26 +570,13 @@ fn index_chunk(
 ) -> Result<IndexPass, AttemptError> {
     // Look before taking the write lock: nothing to index is the common
     // case at open, and another process may be holding the lock.
-    let mut behind: bool = conn
+    let behind: bool = conn
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM memories
              WHERE change_seq > (SELECT value FROM meta WHERE name = 'index_watermark'))",
         )
         .and_then(|mut s| s.query_row([], |r| r.get(0)))
         .map_err(classify)?;
-    if let (false, Some(e)) = (behind, embedder) {
-        // The model's vectors may lag the FTS index (new model, or another
-        // engine indexed without vectors).
-        let model: Option<(i64, i64)> = conn
-            .prepare_cached("SELECT dimension, watermark FROM vector_models WHERE model_id = ?1")
-            .and_then(|mut s| {
-                s.query_row([e.model_id()], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()
-            })
-            .map_err(classify)?;
-        let watermark = meta(conn, "index_watermark").map_err(classify)?;
-        behind = model != Some((e.dimension() as i64, watermark));
-    }
     if !behind {
         let watermark = meta(conn, "index_watermark").map_err(classify)?;
         return Ok(IndexPass { rows: 0, watermark });
@@ -595,9 +585,14 @@ fn index_chunk(
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(classify)?;
     let mut watermark = meta(&tx, "index_watermark").map_err(classify)?;
+    // Vectors move with the index only while they reflect it; a table
+    // that lags (another engine indexed without them meanwhile) is left
+    // alone here and rebuilt by the next `sync_vectors`.
     let vectors = match embedder {
-        Some(e) => Some((e, sync_vector_table(&tx, e, watermark).map_err(classify)?)),
-        None => None,
+        Some(e) if vectors_current(&tx, e, watermark).map_err(classify)? => {
+            Some((e, vector_table(e.model_id())))
+        }
+        _ => None,
     };
     let mut rows = 0;
     {
@@ -699,71 +694,156 @@ pub(crate) fn vector_table(model_id: &str) -> String {
     format!("vectors_{clean}_{h:08x}")
 }
 
-/// Makes sure the model's vector table exists and reflects the index up to
-/// `watermark` (inside the indexing transaction): a new model, a changed
-/// dimension, or vectors that lag the index (another engine indexed without
-/// them) rebuild the table from every live memory indexed so far; the
-/// chunk then adds what follows. Returns the table name.
-fn sync_vector_table(
-    tx: &Connection,
-    e: &dyn Embedder,
-    watermark: i64,
-) -> rusqlite::Result<String> {
-    let table = vector_table(e.model_id());
-    let dim = e.dimension() as i64;
-    let model: Option<(i64, i64)> = tx
+/// Whether `e`'s vector table reflects the index at `watermark` (same
+/// dimension, same watermark).
+fn vectors_current(conn: &Connection, e: &dyn Embedder, watermark: i64) -> rusqlite::Result<bool> {
+    let model: Option<(i64, i64)> = conn
         .prepare_cached("SELECT dimension, watermark FROM vector_models WHERE model_id = ?1")?
         .query_row([e.model_id()], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    if model == Some((dim, watermark)) {
-        return Ok(table);
-    }
-    if model.is_some_and(|(d, _)| d != dim) {
-        tx.execute_batch(&format!("DROP TABLE IF EXISTS {table}"))?;
-    }
-    tx.execute_batch(&format!(
-        "CREATE TABLE IF NOT EXISTS {table} (
-             id        INTEGER PRIMARY KEY,
-             namespace TEXT NOT NULL,
-             vector    BLOB NOT NULL
-         );
-         CREATE INDEX IF NOT EXISTS {table}_ns ON {table} (namespace);
-         DELETE FROM {table};"
-    ))?;
-    tx.execute(
-        "INSERT INTO vector_models (model_id, table_name, dimension, watermark)
-         VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (model_id) DO UPDATE SET dimension = excluded.dimension,
-                                              watermark = excluded.watermark",
-        params![e.model_id(), table, dim, watermark],
-    )?;
-    let mut st = tx.prepare(
-        "SELECT id, namespace, category, key, value FROM memories
-         WHERE deleted = 0 AND change_seq <= ?1",
-    )?;
-    let mut rows = st.query([watermark])?;
-    let mut n = 0usize;
-    let mut batch: Vec<(i64, String, String)> = Vec::with_capacity(REBUILD_BATCH);
-    let flush = |batch: &mut Vec<(i64, String, String)>| -> rusqlite::Result<()> {
-        let texts: Vec<&str> = batch.iter().map(|(_, _, t)| t.as_str()).collect();
-        for ((id, ns, _), v) in batch.iter().zip(e.embed_batch(&texts)) {
-            insert_vector(tx, e, &table, *id, ns, &v)?;
+    Ok(model == Some((e.dimension() as i64, watermark)))
+}
+
+/// Makes `e`'s vector table reflect the index, rebuilding it if it does
+/// not (a new model, a changed dimension, or vectors that lag the index
+/// because another engine indexed without them).
+///
+/// The rebuild never embeds under the write lock (a neural model takes
+/// milliseconds per memory, and the writer's commits must not wait behind
+/// it): one short transaction empties the table and marks it not current
+/// (watermark -1, so searches skip it); then, batch by batch, the live
+/// memories indexed so far are read, embedded with no transaction open, and
+/// written in a short transaction each; a last transaction re-embeds the few
+/// rows indexed meanwhile, drops vectors of rows gone meanwhile, and marks
+/// the table current at the index watermark it then reads.
+fn sync_vectors(conn: &mut Connection, e: &dyn Embedder, busy_deadline: Duration) -> Result<()> {
+    let fail = |what: &str| {
+        let what = what.to_owned();
+        move |(err, _): (AttemptError, Duration)| crate::Error::WriteFailed {
+            reason: format!("rebuilding vectors ({what}): {err:?}"),
         }
-        batch.clear();
-        Ok(())
     };
-    while let Some(r) = rows.next()? {
-        let (id, ns, category, key, value): (i64, String, String, String, String) =
-            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
-        batch.push((id, ns, embedding_text(&category, &key, &value)));
-        if batch.len() == REBUILD_BATCH {
-            flush(&mut batch)?;
-        }
-        n += 1;
+    let watermark = meta(conn, "index_watermark")?;
+    if vectors_current(conn, e, watermark)? {
+        return Ok(());
     }
-    flush(&mut batch)?;
-    tracing::info!(model = e.model_id(), rows = n, "rebuilt the vector index");
-    Ok(table)
+    let table = vector_table(e.model_id());
+    let dim = e.dimension() as i64;
+    let target = retry_busy(busy_deadline, || {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(classify)?;
+        let target = meta(&tx, "index_watermark").map_err(classify)?;
+        if vectors_current(&tx, e, target).map_err(classify)? {
+            return Ok(None);
+        }
+        tx.execute_batch(&format!(
+            "DROP TABLE IF EXISTS {table};
+             CREATE TABLE {table} (
+                 id        INTEGER PRIMARY KEY,
+                 namespace TEXT NOT NULL,
+                 vector    BLOB NOT NULL
+             );
+             CREATE INDEX {table}_ns ON {table} (namespace);"
+        ))
+        .map_err(classify)?;
+        tx.execute(
+            "INSERT INTO vector_models (model_id, table_name, dimension, watermark)
+             VALUES (?1, ?2, ?3, -1)
+             ON CONFLICT (model_id) DO UPDATE SET dimension = excluded.dimension,
+                                                  watermark = -1",
+            params![e.model_id(), table, dim],
+        )
+        .map_err(classify)?;
+        tx.commit().map_err(classify)?;
+        Ok(Some(target))
+    })
+    .map_err(fail("start"))?;
+    let Some(target) = target else {
+        return Ok(());
+    };
+    tracing::info!(model = e.model_id(), "rebuilding the vector index");
+
+    let mut after_id = i64::MIN;
+    let mut rows = 0usize;
+    loop {
+        let batch: Vec<(i64, String, String)> = conn
+            .prepare_cached(
+                "SELECT id, namespace, category, key, value FROM memories
+                 WHERE deleted = 0 AND change_seq <= ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            )?
+            .query_map(params![target, after_id, REBUILD_BATCH as i64], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    embedding_text(
+                        &r.get::<_, String>(2)?,
+                        &r.get::<_, String>(3)?,
+                        &r.get::<_, String>(4)?,
+                    ),
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let Some(last) = batch.last() else { break };
+        after_id = last.0;
+        let texts: Vec<&str> = batch.iter().map(|(_, _, t)| t.as_str()).collect();
+        let vectors = e.embed_batch(&texts);
+        retry_busy(busy_deadline, || {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(classify)?;
+            for ((id, ns, _), v) in batch.iter().zip(&vectors) {
+                insert_vector(&tx, e, &table, *id, ns, v).map_err(classify)?;
+            }
+            tx.commit().map_err(classify)
+        })
+        .map_err(fail("batch"))?;
+        rows += batch.len();
+    }
+
+    retry_busy(busy_deadline, || {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(classify)?;
+        let now = meta(&tx, "index_watermark").map_err(classify)?;
+        {
+            let mut changed = tx
+                .prepare(
+                    "SELECT id, namespace, category, key, value, deleted FROM memories
+                     WHERE change_seq > ?1 AND change_seq <= ?2",
+                )
+                .map_err(classify)?;
+            let mut q = changed.query(params![target, now]).map_err(classify)?;
+            while let Some(r) = q.next().map_err(classify)? {
+                let id: i64 = r.get(0).map_err(classify)?;
+                tx.prepare_cached(&format!("DELETE FROM {table} WHERE id = ?1"))
+                    .and_then(|mut s| s.execute([id]))
+                    .map_err(classify)?;
+                if !r.get::<_, bool>(5).map_err(classify)? {
+                    let ns: String = r.get(1).map_err(classify)?;
+                    let text = embedding_text(
+                        &r.get::<_, String>(2).map_err(classify)?,
+                        &r.get::<_, String>(3).map_err(classify)?,
+                        &r.get::<_, String>(4).map_err(classify)?,
+                    );
+                    insert_vector(&tx, e, &table, id, &ns, &e.embed(&text)).map_err(classify)?;
+                }
+            }
+        }
+        tx.execute_batch(&format!(
+            "DELETE FROM {table} WHERE id NOT IN (SELECT id FROM memories WHERE deleted = 0)"
+        ))
+        .map_err(classify)?;
+        tx.execute(
+            "UPDATE vector_models SET watermark = ?2 WHERE model_id = ?1",
+            params![e.model_id(), now],
+        )
+        .map_err(classify)?;
+        tx.commit().map_err(classify)
+    })
+    .map_err(fail("finish"))?;
+    tracing::info!(model = e.model_id(), rows, "rebuilt the vector index");
+    Ok(())
 }
 
 /// Memories embedded per call while a model's vector table is rebuilt.
