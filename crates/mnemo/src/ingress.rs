@@ -226,15 +226,30 @@ impl Shared {
 
     /// Records that every save up to `seq` is committed and retires journal
     /// segments that held nothing later (deleted outside the lock).
+    ///
+    /// Also makes the journal's next segment ahead of need when the active
+    /// one is half full: the file is created and pre-faulted here, on the
+    /// writer thread and outside the ingress lock, so the rotation inside a
+    /// later `save` only switches segments.
     pub fn committed_through(&self, seq: u64) {
         self.committed_seq.fetch_max(seq, Ordering::Relaxed);
-        let retired = self
-            .inbox
-            .lock()
-            .journal
-            .as_mut()
-            .map(|j| j.committed_through(seq));
+        let (retired, wanted) = {
+            let mut inbox = self.inbox.lock();
+            match inbox.journal.as_mut() {
+                Some(j) => (Some(j.committed_through(seq)), j.spare_wanted()),
+                None => (None, None),
+            }
+        };
         drop(retired);
+        if let Some((path, index, size)) = wanted {
+            let made = crate::journal::Segment::create(path, index, size);
+            let stale = match self.inbox.lock().journal.as_mut() {
+                Some(j) => j.install_spare(made),
+                // Closed meanwhile: the new file is not part of any journal.
+                None => made.ok().map(crate::journal::Retired::from),
+            };
+            drop(stale);
+        }
     }
 
     /// With `JournalSync::Batch`: forces the journal to disk (outside the

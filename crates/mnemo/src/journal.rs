@@ -218,8 +218,10 @@ pub(crate) fn dir_for(db: &Path) -> PathBuf {
     db.with_file_name(name)
 }
 
-struct Segment {
+pub(crate) struct Segment {
     path: PathBuf,
+    /// Its place in the journal (the number in its file name).
+    index: u64,
     map: Arc<MmapRaw>,
     /// Bytes written.
     len: usize,
@@ -229,7 +231,10 @@ struct Segment {
 }
 
 impl Segment {
-    fn create(path: PathBuf, size: usize) -> io::Result<Segment> {
+    /// Creates, sizes and maps segment file `path` (slow: file creation and
+    /// pre-faulting `size` bytes of pages). [`Journal::spare_wanted`] says
+    /// when to call it outside the ingress lock.
+    pub(crate) fn create(path: PathBuf, index: u64, size: usize) -> io::Result<Segment> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -241,6 +246,7 @@ impl Segment {
         let map = memmap2::MmapOptions::new().populate().map_raw(&file)?;
         Ok(Segment {
             path,
+            index,
             map: Arc::new(map),
             len: 0,
             last_seq: 0,
@@ -276,6 +282,11 @@ pub(crate) struct Journal {
     id: String,
     lock: Option<File>,
     segments: VecDeque<Segment>,
+    /// The next segment, created ahead of need outside the ingress lock, so
+    /// a rotation inside `save` is a pointer move, not a file creation.
+    spare: Option<Segment>,
+    /// The index reserved for a spare being created right now.
+    spare_reserved: Option<u64>,
     next_index: u64,
     segment_bytes: usize,
     sync: JournalSync,
@@ -295,6 +306,12 @@ impl std::fmt::Debug for Journal {
 /// Segments no longer needed, to be unmapped and deleted outside the ingress
 /// lock.
 pub(crate) struct Retired(Vec<Segment>);
+
+impl From<Segment> for Retired {
+    fn from(s: Segment) -> Retired {
+        Retired(vec![s])
+    }
+}
 
 impl Drop for Retired {
     fn drop(&mut self) {
@@ -333,6 +350,8 @@ impl Journal {
             id,
             lock: Some(lock),
             segments: VecDeque::new(),
+            spare: None,
+            spare_reserved: None,
             next_index: 0,
             segment_bytes,
             sync,
@@ -348,14 +367,64 @@ impl Journal {
         &self.id
     }
 
+    fn segment_path(&self, index: u64) -> PathBuf {
+        self.dir.join(format!("{}.{index:06}.seg", self.id))
+    }
+
+    /// Starts the next segment: the spare if there is one, else a new file
+    /// (which takes milliseconds: the spare exists to avoid that here).
     fn rotate(&mut self) -> io::Result<()> {
-        let path = self
-            .dir
-            .join(format!("{}.{:06}.seg", self.id, self.next_index));
+        if let Some(spare) = self.spare.take() {
+            self.segments.push_back(spare);
+            return Ok(());
+        }
+        let index = self.next_index;
         self.next_index += 1;
-        self.segments
-            .push_back(Segment::create(path, self.segment_bytes)?);
+        self.segments.push_back(Segment::create(
+            self.segment_path(index),
+            index,
+            self.segment_bytes,
+        )?);
         Ok(())
+    }
+
+    /// When the active segment is half full and no spare exists or is being
+    /// made: reserves the next index and returns what to create, outside the
+    /// ingress lock, with [`Segment::create`]; hand the result to
+    /// [`install_spare`](Self::install_spare).
+    pub fn spare_wanted(&mut self) -> Option<(PathBuf, u64, usize)> {
+        let half_full = self
+            .segments
+            .back()
+            .is_some_and(|s| s.room() < self.segment_bytes / 2);
+        if !half_full || self.spare.is_some() || self.spare_reserved.is_some() {
+            return None;
+        }
+        let index = self.next_index;
+        self.next_index += 1;
+        self.spare_reserved = Some(index);
+        Some((self.segment_path(index), index, self.segment_bytes))
+    }
+
+    /// Takes the spare made for [`spare_wanted`](Self::spare_wanted)'s
+    /// reservation. If a rotation could not wait for it (a later segment is
+    /// already active), it is returned for deletion instead: segments must
+    /// be used in index order.
+    pub fn install_spare(&mut self, made: io::Result<Segment>) -> Option<Retired> {
+        self.spare_reserved = None;
+        match made {
+            Ok(seg) if self.segments.back().is_some_and(|s| s.index > seg.index) => {
+                Some(Retired(vec![seg]))
+            }
+            Ok(seg) => {
+                self.spare = Some(seg);
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not create a spare journal segment; the next rotation will");
+                None
+            }
+        }
     }
 
     /// Appends one record. Called under the ingress lock, in sequence order.
@@ -406,7 +475,11 @@ impl Journal {
 
     /// Bytes currently held in segment files.
     pub fn bytes(&self) -> u64 {
-        self.segments.iter().map(|s| s.map.len() as u64).sum()
+        self.segments
+            .iter()
+            .chain(&self.spare)
+            .map(|s| s.map.len() as u64)
+            .sum()
     }
 
     /// Removes the journal's files: only when every record in it is
@@ -421,7 +494,10 @@ impl Journal {
             );
             return None;
         }
-        let segments = std::mem::take(&mut self.segments).into_iter().collect();
+        let segments = std::mem::take(&mut self.segments)
+            .into_iter()
+            .chain(self.spare.take())
+            .collect();
         let lock_path = self.dir.join(format!("{}.lock", self.id));
         let _ = fs::remove_file(lock_path);
         drop(self.lock.take());
@@ -603,6 +679,67 @@ mod tests {
         }
         assert!(orphans(&db)?.is_empty());
         assert_eq!(fs::read_dir(dir_for(&db))?.count(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn the_spare_segment_is_made_ahead_and_used_in_index_order() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("m.db");
+        let mut j = Journal::create(&db, JournalSync::Never, 1024)?;
+        assert!(
+            j.spare_wanted().is_none(),
+            "an empty segment wants no spare"
+        );
+        let mut seq = 0;
+        let mut append = |j: &mut Journal| -> Result<()> {
+            seq += 1;
+            j.append(seq, &payload(&format!("k{seq}"), Some("some value"), None))
+        };
+        while j.segments[0].room() >= 512 {
+            append(&mut j)?;
+        }
+        let (path, index, size) = j.spare_wanted().expect("half full: a spare");
+        assert!(j.spare_wanted().is_none(), "one spare at a time");
+        // Made outside the lock, then installed; the rotation takes it.
+        assert!(j
+            .install_spare(Segment::create(path.clone(), index, size))
+            .is_none());
+        assert_eq!(j.bytes(), 2048, "the spare counts as journal bytes");
+        let next_before = j.next_index;
+        while j.segments.len() == 1 {
+            append(&mut j)?;
+        }
+        assert_eq!(j.segments[1].path, path, "the rotation used the spare");
+        assert_eq!(j.next_index, next_before, "and created no file");
+
+        // A spare that arrives after a rotation made a later segment is
+        // deleted, not used out of order.
+        while j.segments[1].room() >= 512 {
+            append(&mut j)?;
+        }
+        let (path, index, size) = j.spare_wanted().expect("a second spare");
+        while j.segments.len() == 2 {
+            append(&mut j)?;
+        }
+        let stale = j.install_spare(Segment::create(path.clone(), index, size));
+        assert!(stale.is_some() && j.spare.is_none());
+        drop(stale);
+        assert!(!path.exists(), "the stale spare was deleted");
+
+        // An orphaned journal with a spare replays every record in order.
+        while j.segments[2].room() >= 512 {
+            append(&mut j)?;
+        }
+        let (path, index, size) = j.spare_wanted().expect("a third spare");
+        assert!(j
+            .install_spare(Segment::create(path, index, size))
+            .is_none());
+        let last = j.last_appended;
+        drop(j);
+        let found = orphans(&db)?;
+        let seqs: Vec<u64> = found[0].records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (1..=last).collect::<Vec<_>>());
         Ok(())
     }
 
