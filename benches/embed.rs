@@ -93,6 +93,20 @@ fn open(dir: &std::path::Path, name: &str, embedder: &Option<Arc<dyn Embedder>>)
     }
 }
 
+/// Saves memories `from..to`, flushes, and returns the last receipt.
+fn save_range(memory: &Memory, from: u64, to: u64) -> mnemo::Receipt {
+    let mut last = None;
+    for n in from..to {
+        last = Some(
+            memory
+                .save(SaveRequest::new(NS, "notes", format!("k{n}"), text(n)))
+                .expect("save"),
+        );
+    }
+    memory.flush();
+    last.expect("a save")
+}
+
 fn bench(c: &mut Criterion) {
     let embedders = embedders();
     let texts: Vec<String> = (0..32).map(text).collect();
@@ -124,17 +138,10 @@ fn bench(c: &mut Criterion) {
         let mut n = 0u64;
         g.bench_function(*name, |b| {
             b.iter(|| {
-                let mut last = None;
-                for _ in 0..32 {
-                    n += 1;
-                    last = Some(
-                        memory
-                            .save(SaveRequest::new(NS, "notes", format!("k{n}"), text(n)))
-                            .expect("save"),
-                    );
-                }
-                memory.flush();
-                last.expect("a save").wait_indexed().expect("indexed");
+                save_range(&memory, n, n + 32)
+                    .wait_indexed()
+                    .expect("indexed");
+                n += 32;
             })
         });
         memory.shutdown_blocking().expect("shutdown");
@@ -144,16 +151,9 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("search");
     for (name, e) in &embedders {
         let memory = open(dir.path(), &format!("search-{name}"), e);
-        let mut last = None;
-        for n in 0..1_000u64 {
-            last = Some(
-                memory
-                    .save(SaveRequest::new(NS, "notes", format!("k{n}"), text(n)))
-                    .expect("save"),
-            );
-        }
-        memory.flush();
-        last.expect("a save").wait_indexed().expect("indexed");
+        save_range(&memory, 0, 1_000)
+            .wait_indexed()
+            .expect("indexed");
         let queries = [
             "who is allergic to nuts",
             "violin",

@@ -175,6 +175,23 @@ impl Recall {
     }
 }
 
+/// Fails unless `r` is at least `min` (recall@1, recall@5, in %).
+fn check(name: &str, r: Recall, (min1, min5): (f64, f64)) {
+    assert!(
+        r.r1() >= min1 && r.r5() >= min5,
+        "{name}: recall@1 {:.1}% (min {min1}), recall@5 {:.1}% (min {min5})",
+        r.r1(),
+        r.r5()
+    );
+}
+
+/// [`check`] for every (row, recall@1, recall@5) floor of `mins`.
+fn check_rows(name: &str, scores: &BTreeMap<String, Recall>, mins: &[(&str, f64, f64)]) {
+    for &(row, min1, min5) in mins {
+        check(&format!("{name} {row}"), scores[row], (min1, min5));
+    }
+}
+
 fn score(queries: &[Query], results: &[Vec<String>]) -> BTreeMap<String, Recall> {
     let mut out: BTreeMap<String, Recall> = BTreeMap::new();
     for (q, got) in queries.iter().zip(results) {
@@ -434,41 +451,13 @@ fn recall_before_after_and_pending() -> Result<()> {
         after_r["all"].r5()
     );
 
-    for (lang, min1, min5) in MIN_RECALL {
-        let a = after_r[lang];
-        assert!(
-            a.r1() >= min1 && a.r5() >= min5,
-            "{lang}: recall@1 {:.1}% (min {min1}), recall@5 {:.1}% (min {min5})",
-            a.r1(),
-            a.r5()
-        );
-    }
-    let p = pending_r["all"];
-    assert!(
-        p.r1() >= MIN_PENDING_RECALL.0 && p.r5() >= MIN_PENDING_RECALL.1,
-        "pending: recall@1 {:.1}% (min {}), recall@5 {:.1}% (min {})",
-        p.r1(),
-        MIN_PENDING_RECALL.0,
-        p.r5(),
-        MIN_PENDING_RECALL.1
-    );
-    for (lang, min1, min5) in MIN_HYBRID_RECALL {
-        let h = hybrid_r[lang];
-        assert!(
-            h.r1() >= min1 && h.r5() >= min5,
-            "hybrid {lang}: recall@1 {:.1}% (min {min1}), recall@5 {:.1}% (min {min5})",
-            h.r1(),
-            h.r5()
-        );
-    }
-    let hp = hybrid_pending_r["all"];
-    assert!(
-        hp.r1() >= MIN_HYBRID_PENDING_RECALL.0 && hp.r5() >= MIN_HYBRID_PENDING_RECALL.1,
-        "hybrid pending: recall@1 {:.1}% (min {}), recall@5 {:.1}% (min {})",
-        hp.r1(),
-        MIN_HYBRID_PENDING_RECALL.0,
-        hp.r5(),
-        MIN_HYBRID_PENDING_RECALL.1
+    check_rows("after", &after_r, &MIN_RECALL);
+    check("pending", pending_r["all"], MIN_PENDING_RECALL);
+    check_rows("hybrid", &hybrid_r, &MIN_HYBRID_RECALL);
+    check(
+        "hybrid pending",
+        hybrid_pending_r["all"],
+        MIN_HYBRID_PENDING_RECALL,
     );
     assert!(before_r["all"].n == queries.len());
     Ok(())
@@ -632,23 +621,11 @@ fn recall_lexical_ngram_and_minilm() -> Result<()> {
     // and finds more of the paraphrases at rank 1.
     assert!(minilm_r["en"].r1() >= ngram_r["en"].r1() && minilm_r["en"].r5() >= ngram_r["en"].r5());
     assert!(minilm_r[PARAPHRASE].at1 > ngram_r[PARAPHRASE].at1);
-    let p = columns[3].1["all"];
-    assert!(
-        p.r1() >= MIN_MINILM_PENDING_RECALL.0 && p.r5() >= MIN_MINILM_PENDING_RECALL.1,
-        "hybrid MiniLM pending: recall@1 {:.1}% (min {}), recall@5 {:.1}% (min {})",
-        p.r1(),
-        MIN_MINILM_PENDING_RECALL.0,
-        p.r5(),
-        MIN_MINILM_PENDING_RECALL.1
+    check(
+        "hybrid MiniLM pending",
+        columns[3].1["all"],
+        MIN_MINILM_PENDING_RECALL,
     );
-    for (lang, min1, min5) in MIN_MINILM_RECALL {
-        let h = minilm_r[lang];
-        assert!(
-            h.r1() >= min1 && h.r5() >= min5,
-            "hybrid MiniLM {lang}: recall@1 {:.1}% (min {min1}), recall@5 {:.1}% (min {min5})",
-            h.r1(),
-            h.r5()
-        );
-    }
+    check_rows("hybrid MiniLM", minilm_r, &MIN_MINILM_RECALL);
     Ok(())
 }
