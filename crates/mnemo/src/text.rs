@@ -257,6 +257,10 @@ struct Term {
 }
 
 impl Term {
+    fn is_stop_word(&self) -> bool {
+        matches!(&self.tokens[..], [t] if ENGLISH_STOP_WORDS.binary_search(&t.as_str()).is_ok())
+    }
+
     fn occurs_in(&self, haystack: &[String]) -> bool {
         let Some((last, head)) = self.tokens.split_last() else {
             return false;
@@ -271,6 +275,16 @@ impl Term {
         })
     }
 }
+
+/// English function words dropped from queries (sorted, for binary
+/// search). Question words and pronouns a model puts around the content of
+/// a question: "what does my sister do" searches `sister`.
+const ENGLISH_STOP_WORDS: [&str; 44] = [
+    "a", "am", "an", "and", "are", "at", "be", "can", "did", "do", "does", "for", "from", "her",
+    "his", "how", "i", "in", "is", "it", "me", "my", "of", "on", "or", "our", "she", "the",
+    "their", "they", "to", "was", "we", "were", "what", "when", "where", "which", "who", "why",
+    "will", "with", "you", "your",
+];
 
 /// A search query parsed from user text. Any input is valid; FTS syntax in
 /// it is text. The rules:
@@ -319,6 +333,12 @@ impl Query {
                 }
                 rest = tail;
             }
+        }
+        // English function words match nearly every memory and only add
+        // noise to the ranking; they are dropped while something else is
+        // left to search for.
+        if terms.iter().any(|t| !t.is_stop_word()) {
+            terms.retain(|t| !t.is_stop_word());
         }
         if let Some(last) = terms.last_mut() {
             last.prefix = last.tokens.last().is_some_and(|t| prefix_helps(t));
@@ -398,6 +418,29 @@ mod tests {
     }
 
     // ---- English / Latin ----
+
+    #[test]
+    fn english_function_words_are_dropped_from_queries_unless_nothing_else_is_left() {
+        let expr = |q: &str| Query::parse(q).fts_expression().unwrap();
+        assert_eq!(
+            expr("What does my sister do?"),
+            "{key category value} : (\"sister\"*)"
+        );
+        // Only function words: searched as they are.
+        assert_eq!(
+            expr("who are you"),
+            "{key category value} : (\"who\" OR \"are\" OR \"you\"*)"
+        );
+        // Inside a multi-token phrase a function word stays (`can_opener`).
+        assert_eq!(
+            expr("can_opener location"),
+            "{key category value} : (\"can opener\" OR \"location\"*)"
+        );
+        // Other scripts' function words are kept (no stop list for them).
+        assert_eq!(Query::parse("بلی کا نام").matches(&tokens("کا")), 1);
+        assert_eq!(hits("where is the dog", "the dog sleeps"), 1);
+        assert!(ENGLISH_STOP_WORDS.windows(2).all(|w| w[0] < w[1]), "sorted");
+    }
 
     #[test]
     fn english_is_case_folded_and_split_on_punctuation() {
