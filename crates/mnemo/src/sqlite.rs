@@ -544,7 +544,7 @@ struct Prepared {
     vectors: std::collections::HashMap<i64, (i64, Vec<f32>)>,
     /// The last change read: the chunk stops there, so rows committed after
     /// the embedding (which it has no vectors for) wait for the next chunk.
-    /// `None` without an embedder, or when there was nothing to read.
+    /// `None` without an embedder.
     horizon: Option<i64>,
     /// A whole chunk was read: more rows may follow the horizon.
     full: bool,
@@ -567,7 +567,9 @@ fn pre_embed(conn: &Connection, e: &dyn Embedder, chunk: usize) -> rusqlite::Res
         .collect::<rusqlite::Result<_>>()?;
     let vectors = embed_rows(e, &rows);
     Ok(Prepared {
-        horizon: rows.last().map(|r| r.1),
+        // Nothing to read: the chunk takes nothing either (rows committed
+        // since come with their own indexing pass).
+        horizon: Some(rows.last().map_or(watermark, |r| r.1)),
         full: rows.len() >= chunk,
         vectors: rows
             .iter()
