@@ -694,6 +694,15 @@ mod tests {
         Ok(())
     }
 
+    /// Appends records (sequence numbers after `*seq`) until `done`.
+    fn fill_until(j: &mut Journal, seq: &mut u64, done: impl Fn(&Journal) -> bool) -> Result<()> {
+        while !done(j) {
+            *seq += 1;
+            j.append(*seq, &payload(&format!("k{seq}"), Some("some value"), None))?;
+        }
+        Ok(())
+    }
+
     #[test]
     fn the_spare_segment_is_made_ahead_and_used_in_index_order() -> Result<()> {
         let dir = tempfile::tempdir()?;
@@ -704,13 +713,7 @@ mod tests {
             "an empty segment wants no spare"
         );
         let mut seq = 0;
-        let mut append = |j: &mut Journal| -> Result<()> {
-            seq += 1;
-            j.append(seq, &payload(&format!("k{seq}"), Some("some value"), None))
-        };
-        while j.segments[0].room() >= 512 {
-            append(&mut j)?;
-        }
+        fill_until(&mut j, &mut seq, |j| j.segments[0].room() < 512)?;
         let (path, index, size) = j.spare_wanted().expect("half full: a spare");
         assert!(j.spare_wanted().is_none(), "one spare at a time");
         // Made outside the lock, then installed; the rotation takes it.
@@ -719,30 +722,22 @@ mod tests {
             .is_none());
         assert_eq!(j.bytes(), 2048, "the spare counts as journal bytes");
         let next_before = j.next_index;
-        while j.segments.len() == 1 {
-            append(&mut j)?;
-        }
+        fill_until(&mut j, &mut seq, |j| j.segments.len() > 1)?;
         assert_eq!(j.segments[1].path, path, "the rotation used the spare");
         assert_eq!(j.next_index, next_before, "and created no file");
 
         // A spare that arrives after a rotation made a later segment is
         // deleted, not used out of order.
-        while j.segments[1].room() >= 512 {
-            append(&mut j)?;
-        }
+        fill_until(&mut j, &mut seq, |j| j.segments[1].room() < 512)?;
         let (path, index, size) = j.spare_wanted().expect("a second spare");
-        while j.segments.len() == 2 {
-            append(&mut j)?;
-        }
+        fill_until(&mut j, &mut seq, |j| j.segments.len() > 2)?;
         let stale = j.install_spare(Segment::create(path.clone(), index, size));
         assert!(stale.is_some() && j.spare.is_none());
         drop(stale);
         assert!(!path.exists(), "the stale spare was deleted");
 
         // An orphaned journal with a spare replays every record in order.
-        while j.segments[2].room() >= 512 {
-            append(&mut j)?;
-        }
+        fill_until(&mut j, &mut seq, |j| j.segments[2].room() < 512)?;
         let (path, index, size) = j.spare_wanted().expect("a third spare");
         assert!(j
             .install_spare(Segment::create(path, index, size))
@@ -761,10 +756,7 @@ mod tests {
         let db = dir.path().join("m.db");
         let mut j = Journal::create(&db, JournalSync::Never, 1024)?;
         let mut seq = 0;
-        while j.segments[0].room() >= 512 {
-            seq += 1;
-            j.append(seq, &payload(&format!("k{seq}"), Some("some value"), None))?;
-        }
+        fill_until(&mut j, &mut seq, |j| j.segments[0].room() < 512)?;
         let (path, index, _) = j.spare_wanted().expect("a spare");
         // The file is created, then sizing it fails.
         assert!(j

@@ -815,49 +815,6 @@ mod tests {
         })
     }
 
-    /// An embedder that, every time it is asked for vectors, checks that
-    /// nobody holds the database's write lock: embedding (milliseconds per
-    /// memory with a neural model) must never keep the writer waiting.
-    struct LockProbe {
-        inner: NgramEmbedder,
-        path: std::path::PathBuf,
-        calls: std::sync::atomic::AtomicUsize,
-        locked: std::sync::atomic::AtomicUsize,
-    }
-
-    impl LockProbe {
-        fn probe(&self) {
-            use std::sync::atomic::Ordering::Relaxed;
-            let conn = rusqlite::Connection::open(&self.path).expect("probe connection");
-            // The caller is blocked in this call: if it holds the write lock,
-            // the lock stays held for the whole timeout and BEGIN IMMEDIATE
-            // fails. A commit by the writer thread only delays it briefly.
-            conn.busy_timeout(std::time::Duration::from_secs(5))
-                .expect("busy timeout");
-            self.calls.fetch_add(1, Relaxed);
-            if conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").is_err() {
-                self.locked.fetch_add(1, Relaxed);
-            }
-        }
-    }
-
-    impl Embedder for LockProbe {
-        fn model_id(&self) -> &str {
-            "lock-probe"
-        }
-        fn dimension(&self) -> usize {
-            self.inner.dimension()
-        }
-        fn embed(&self, text: &str) -> Vec<f32> {
-            self.probe();
-            self.inner.embed(text)
-        }
-        fn embed_batch(&self, texts: &[&str]) -> Vec<Vec<f32>> {
-            self.probe();
-            texts.iter().map(|t| self.inner.embed(t)).collect()
-        }
-    }
-
     #[test]
     fn vectors_are_embedded_outside_the_write_lock_when_rebuilt_and_indexed() -> Result<()> {
         use std::sync::atomic::Ordering::Relaxed;
@@ -881,12 +838,10 @@ mod tests {
         save_many(&memory, 0, 150)?.wait_indexed()?;
         memory.shutdown_blocking()?;
 
-        let probe = Arc::new(LockProbe {
-            inner: NgramEmbedder::new(),
-            path: path.clone(),
-            calls: Default::default(),
-            locked: Default::default(),
-        });
+        // Embedding is checked from inside: the probe asks a second
+        // connection for the write lock whenever it is asked for vectors.
+        let probe = Arc::new(crate::embed::probe::LockProbe::new(&path));
+        let table = sqlite::vector_table(probe.model_id());
         let config = Config {
             retrieval: Retrieval::Hybrid,
             ..Config::new(&path)
@@ -898,10 +853,7 @@ mod tests {
             "150 memories in batches of 64: {rebuilt} calls"
         );
         let rebuilt_rows: i64 = rusqlite::Connection::open(&path)?.query_row(
-            &format!(
-                "SELECT count(*) FROM {}",
-                sqlite::vector_table("lock-probe")
-            ),
+            &format!("SELECT count(*) FROM {table}"),
             [],
             |r| r.get(0),
         )?;
@@ -917,7 +869,10 @@ mod tests {
         );
         let conn = rusqlite::Connection::open(&path)?;
         let (n, watermark): (i64, i64) = conn.query_row(
-            &format!("SELECT count(*), (SELECT watermark FROM vector_models WHERE model_id = 'lock-probe') FROM {}", sqlite::vector_table("lock-probe")),
+            &format!(
+                "SELECT count(*), (SELECT watermark FROM vector_models WHERE table_name = '{table}')
+                 FROM {table}"
+            ),
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;

@@ -228,7 +228,7 @@ impl Embedder for MiniLmEmbedder {
 
     /// Sentence-transformer cosines of unrelated short texts sit around
     /// 0–0.15; below 0.2 a match is noise. (On the test set any floor from
-    /// 0.1 to 0.4 gives the same recall: `docs/retrieval.md`.)
+    /// 0.1 to 0.4 gave the same index recall: `docs/retrieval.md`.)
     fn min_similarity(&self) -> f32 {
         0.2
     }

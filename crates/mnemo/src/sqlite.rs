@@ -470,10 +470,6 @@ pub(crate) struct IndexPass {
     pub rows: usize,
     /// The change number the index now reflects.
     pub watermark: i64,
-    /// The chunk was not written: some of its rows had no vector embedded
-    /// ahead (another engine indexed the chunk that was prepared), so it is
-    /// to be prepared again rather than embedded under the write lock.
-    pub unprepared: bool,
 }
 
 /// Brings the FTS index up to date with every committed change, in
@@ -497,7 +493,6 @@ pub(crate) fn index_pending_with(
     embedder: Option<&dyn Embedder>,
 ) -> Result<IndexPass> {
     let mut total = IndexPass::default();
-    let mut unprepared_rounds = 0;
     loop {
         // Embedding takes milliseconds per memory with a neural model: it
         // runs here, before the chunk's write transaction, so the writer is
@@ -509,21 +504,12 @@ pub(crate) fn index_pending_with(
             }
             None => Prepared::default(),
         };
-        // Only after other engines took the prepared chunk three times in a
-        // row are the missing rows embedded inline, so indexing always
-        // progresses.
-        let inline_ok = unprepared_rounds >= UNPREPARED_ROUNDS;
         let pass = retry_busy(busy_deadline, || {
-            index_chunk(conn, chunk, embedder, &prepared, inline_ok)
+            index_chunk(conn, chunk, embedder, &prepared)
         })
         .map_err(|(e, _)| crate::Error::WriteFailed {
             reason: format!("indexing: {e:?}"),
         })?;
-        if pass.unprepared {
-            unprepared_rounds += 1;
-            continue;
-        }
-        unprepared_rounds = 0;
         total.rows += pass.rows;
         total.watermark = pass.watermark;
         // Done when the chunk was not full, unless it stopped at a horizon
@@ -533,9 +519,6 @@ pub(crate) fn index_pending_with(
         }
     }
 }
-
-/// Chunks prepared in vain in a row before the next embeds inline.
-const UNPREPARED_ROUNDS: usize = 3;
 
 /// Vectors computed ahead of an indexing transaction.
 #[derive(Default)]
@@ -552,19 +535,14 @@ struct Prepared {
 
 /// Embeds (in one batch, outside any transaction) the live memories the
 /// next indexing chunk will take: those after the index watermark, in
-/// change order. A row that changes before the chunk's transaction reads it
-/// again is embedded there instead (its `change_seq` no longer matches).
+/// change order, up to the chunk's size. The chunk then stops at the last
+/// change read here, so every live row it meets was read here with the
+/// change it still holds (a row that changes gets a later change number).
 fn pre_embed(conn: &Connection, e: &dyn Embedder, chunk: usize) -> rusqlite::Result<Prepared> {
     let watermark = meta(conn, "index_watermark")?;
     // The same rows as the chunk's (forgotten ones included, so the LIMIT
     // agrees), embedding only the live ones.
-    let rows: Vec<VectorRow> = conn
-        .prepare_cached(
-            "SELECT id, change_seq, namespace, category, key, value, deleted FROM memories
-             WHERE change_seq > ?1 ORDER BY change_seq LIMIT ?2",
-        )?
-        .query_map(params![watermark, chunk as i64], vector_row)?
-        .collect::<rusqlite::Result<_>>()?;
+    let rows = changed_rows(conn, watermark, i64::MAX, chunk)?;
     let vectors = embed_rows(e, &rows);
     Ok(Prepared {
         // Nothing to read: the chunk takes nothing either (rows committed
@@ -584,7 +562,6 @@ fn index_chunk(
     chunk: usize,
     embedder: Option<&dyn Embedder>,
     prepared: &Prepared,
-    inline_ok: bool,
 ) -> Result<IndexPass, AttemptError> {
     // Look before taking the write lock: nothing to index is the common
     // case at open, and another process may be holding the lock.
@@ -597,11 +574,7 @@ fn index_chunk(
         .map_err(classify)?;
     if !behind {
         let watermark = meta(conn, "index_watermark").map_err(classify)?;
-        return Ok(IndexPass {
-            rows: 0,
-            watermark,
-            unprepared: false,
-        });
+        return Ok(IndexPass { rows: 0, watermark });
     }
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -660,15 +633,10 @@ fn index_chunk(
                     let seq: i64 = row.get(6).map_err(classify)?;
                     let v = match prepared.vectors.get(&id) {
                         Some((at, v)) if *at == seq => v.clone(),
-                        _ if inline_ok => e.embed(&embedding_text(&category, &key, &value)),
-                        // Rolled back with the transaction.
-                        _ => {
-                            return Ok(IndexPass {
-                                rows: 0,
-                                watermark,
-                                unprepared: true,
-                            })
-                        }
+                        // Not reached while the embedder keeps its contract
+                        // (one vector per text): `pre_embed` read every live
+                        // row up to the horizon at the change it holds.
+                        _ => e.embed(&embedding_text(&category, &key, &value)),
                     };
                     insert_vector(&tx, *e, table, id, &ns, &v).map_err(classify)?;
                 }
@@ -698,11 +666,7 @@ fn index_chunk(
             .map_err(classify)?;
     }
     tx.commit().map_err(classify)?;
-    Ok(IndexPass {
-        rows,
-        watermark,
-        unprepared: false,
-    })
+    Ok(IndexPass { rows, watermark })
 }
 
 /// The text a memory is embedded from: what the FTS row holds (key,
@@ -738,11 +702,7 @@ pub(crate) fn vector_table(model_id: &str) -> String {
 /// Whether `e`'s vector table reflects the index at `watermark` (same
 /// dimension, same watermark).
 fn vectors_current(conn: &Connection, e: &dyn Embedder, watermark: i64) -> rusqlite::Result<bool> {
-    let model: Option<(i64, i64)> = conn
-        .prepare_cached("SELECT dimension, watermark FROM vector_models WHERE model_id = ?1")?
-        .query_row([e.model_id()], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    Ok(model == Some((e.dimension() as i64, watermark)))
+    Ok(vector_model(conn, e)? == Some((e.dimension() as i64, watermark)))
 }
 
 /// A rebuild whose owner has written no batch for this long (it crashed,
@@ -800,6 +760,22 @@ fn vector_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VectorRow> {
         ))
     };
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, text))
+}
+
+/// Memories changed after change `after` up to change `upto`, in change
+/// order, at most `limit` (forgotten ones included, without text).
+fn changed_rows(
+    conn: &Connection,
+    after: i64,
+    upto: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<VectorRow>> {
+    conn.prepare_cached(
+        "SELECT id, change_seq, namespace, category, key, value, deleted FROM memories
+         WHERE change_seq > ?1 AND change_seq <= ?2 ORDER BY change_seq LIMIT ?3",
+    )?
+    .query_map(params![after, upto, limit as i64], vector_row)?
+    .collect()
 }
 
 /// Embeds the live rows of `rows` (one batch, no transaction open).
@@ -1012,13 +988,7 @@ fn catch_up_vectors(
         if from >= to {
             return Ok(());
         }
-        let rows: Vec<VectorRow> = conn
-            .prepare_cached(
-                "SELECT id, change_seq, namespace, category, key, value, deleted FROM memories
-                 WHERE change_seq > ?1 AND change_seq <= ?2 ORDER BY change_seq LIMIT ?3",
-            )?
-            .query_map(params![from, to, REBUILD_BATCH as i64], vector_row)?
-            .collect::<rusqlite::Result<_>>()?;
+        let rows = changed_rows(conn, from, to, REBUILD_BATCH)?;
         let last_batch = rows.len() < REBUILD_BATCH;
         let upto = if last_batch {
             to
@@ -1483,8 +1453,7 @@ mod tests {
             pass,
             IndexPass {
                 rows: 2,
-                watermark: 2,
-                unprepared: false
+                watermark: 2
             }
         );
         let hits = search(&ix, "alice", &Query::parse("singing"), None, 10)?;
@@ -1518,63 +1487,9 @@ mod tests {
 
     // ---- vectors with several engines on one database ----
 
+    use crate::embed::probe::LockProbe;
     use crate::embed::NgramEmbedder;
-    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-
-    /// The n-gram embedder (same model id) that runs `hook` at its n-th
-    /// `embed_batch` call, and at every call checks from a second
-    /// connection that the caller does not hold the write lock. Another
-    /// engine's work goes in the hook: it runs while the caller waits for
-    /// vectors, between its transactions.
-    struct Hooked<F: Fn(usize) + Send + Sync> {
-        inner: NgramEmbedder,
-        path: std::path::PathBuf,
-        hook: F,
-        calls: AtomicUsize,
-        inline: AtomicUsize,
-        locked: AtomicUsize,
-    }
-
-    impl<F: Fn(usize) + Send + Sync> Hooked<F> {
-        fn new(path: &Path, hook: F) -> Self {
-            Hooked {
-                inner: NgramEmbedder::new(),
-                path: path.to_owned(),
-                hook,
-                calls: AtomicUsize::new(0),
-                inline: AtomicUsize::new(0),
-                locked: AtomicUsize::new(0),
-            }
-        }
-
-        fn probe(&self) {
-            let c = Connection::open(&self.path).unwrap();
-            // The caller is blocked in this call: a lock it holds stays held.
-            c.busy_timeout(Duration::from_millis(200)).unwrap();
-            if c.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").is_err() {
-                self.locked.fetch_add(1, Relaxed);
-            }
-        }
-    }
-
-    impl<F: Fn(usize) + Send + Sync> Embedder for Hooked<F> {
-        fn model_id(&self) -> &str {
-            self.inner.model_id()
-        }
-        fn dimension(&self) -> usize {
-            self.inner.dimension()
-        }
-        fn embed(&self, t: &str) -> Vec<f32> {
-            self.inline.fetch_add(1, Relaxed);
-            self.probe();
-            self.inner.embed(t)
-        }
-        fn embed_batch(&self, ts: &[&str]) -> Vec<Vec<f32>> {
-            (self.hook)(self.calls.fetch_add(1, Relaxed) + 1);
-            self.probe();
-            ts.iter().map(|t| self.inner.embed(t)).collect()
-        }
-    }
+    use std::sync::atomic::Ordering::Relaxed;
 
     fn ops(from: u64, to: u64, value: &str) -> Vec<StoreOp> {
         (from..=to)
@@ -1584,6 +1499,23 @@ mod tests {
 
     fn connect(path: &Path) -> Connection {
         open_connection(path, Synchronous::Full, Duration::from_secs(1)).unwrap()
+    }
+
+    /// A database holding `first`, indexed without vectors: the writer (to
+    /// commit more, from a hook too), the path, and engine A's connection.
+    fn indexed_db(
+        dir: &tempfile::TempDir,
+        first: &[StoreOp],
+    ) -> Result<(
+        std::sync::Mutex<SqliteWriter>,
+        std::path::PathBuf,
+        Connection,
+    )> {
+        let (mut w, config) = writer(dir);
+        w.write_batch(first).unwrap();
+        let mut a = connect(&config.path);
+        index_pending(&mut a, 1000, Duration::from_secs(1))?;
+        Ok((std::sync::Mutex::new(w), config.path, a))
     }
 
     /// The vector table holds exactly one vector per live memory and says
@@ -1603,14 +1535,10 @@ mod tests {
     #[test]
     fn a_rebuild_in_progress_is_left_to_its_owner_and_a_stale_one_is_taken_over() -> Result<()> {
         let dir = tempfile::tempdir()?;
-        let (mut w, config) = writer(&dir);
-        w.write_batch(&ops(1, 200, "tomatoes basil")).unwrap();
-        let path = config.path.clone();
-        let mut a = connect(&path);
-        index_pending(&mut a, 1000, Duration::from_secs(1))?; // no vectors yet
-                                                              // Engine B, same model, opens while A is rebuilding: it leaves the
-                                                              // rebuild alone (the table stays A's).
-        let e = Hooked::new(&path, |n| {
+        let (_, path, mut a) = indexed_db(&dir, &ops(1, 200, "tomatoes basil"))?;
+        // Engine B, same model, opens while A is rebuilding: it leaves the
+        // rebuild alone (the table stays A's).
+        let e = LockProbe::with_hook(&path, |n| {
             if n == 2 {
                 let mut b = connect(&path);
                 sync_vectors(&mut b, &NgramEmbedder::new(), Duration::from_secs(1)).unwrap();
@@ -1626,15 +1554,14 @@ mod tests {
         // owner, back, finds the rebuild no longer its own and stops
         // without marking anything.
         a.execute("DELETE FROM vector_models", [])?;
-        let e = Hooked::new(&path, |n| {
+        let e = LockProbe::with_hook(&path, |n| {
             if n == 2 {
-                let b = connect(&path);
+                let mut b = connect(&path);
                 b.execute(
                     "UPDATE meta SET value = 0 WHERE name LIKE 'vector_rebuild:%'",
                     [],
                 )
                 .unwrap();
-                let mut b = b;
                 sync_vectors(&mut b, &NgramEmbedder::new(), Duration::from_secs(1)).unwrap();
             }
         });
@@ -1648,14 +1575,7 @@ mod tests {
     #[test]
     fn rows_another_engine_indexes_meanwhile_are_not_embedded_under_the_lock() -> Result<()> {
         let dir = tempfile::tempdir()?;
-        let (w, config) = writer(&dir);
-        let w = std::sync::Mutex::new(w);
-        w.lock()
-            .unwrap()
-            .write_batch(&ops(1, 10, "tomatoes basil"))
-            .unwrap();
-        let path = config.path.clone();
-        let mut a = connect(&path);
+        let (w, path, mut a) = indexed_db(&dir, &ops(1, 10, "tomatoes basil"))?;
         index_pending_with(
             &mut a,
             1000,
@@ -1668,7 +1588,7 @@ mod tests {
             .unwrap();
         // While A embeds its chunk, B (same model) indexes it, and more
         // saves commit.
-        let e = Hooked::new(&path, |n| {
+        let e = LockProbe::with_hook(&path, |n| {
             if n == 1 {
                 let mut b = connect(&path);
                 index_pending_with(
@@ -1699,18 +1619,10 @@ mod tests {
     #[test]
     fn catching_up_after_a_lexical_engine_embeds_outside_the_lock() -> Result<()> {
         let dir = tempfile::tempdir()?;
-        let (w, config) = writer(&dir);
-        let w = std::sync::Mutex::new(w);
-        w.lock()
-            .unwrap()
-            .write_batch(&ops(1, 100, "tomatoes basil"))
-            .unwrap();
-        let path = config.path.clone();
-        let mut a = connect(&path);
-        index_pending(&mut a, 1000, Duration::from_secs(1))?;
+        let (w, path, mut a) = indexed_db(&dir, &ops(1, 100, "tomatoes basil"))?;
         // A lexical engine saves and indexes 200 more (and forgets one)
         // while A rebuilds.
-        let e = Hooked::new(&path, |n| {
+        let e = LockProbe::with_hook(&path, |n| {
             if n == 1 {
                 let mut w = w.lock().unwrap();
                 w.write_batch(&ops(101, 300, "passport office")).unwrap();
@@ -1732,17 +1644,12 @@ mod tests {
     #[test]
     fn a_vector_is_never_written_for_an_id_another_memory_took() -> Result<()> {
         let dir = tempfile::tempdir()?;
-        let (w, config) = writer(&dir);
-        let w = std::sync::Mutex::new(w);
         let mut first = ops(1, 49, "passport office visa");
         first.push(op(50, "n", "k50", Some("grows tomatoes and basil")));
-        w.lock().unwrap().write_batch(&first).unwrap();
-        let path = config.path.clone();
-        let mut a = connect(&path);
-        index_pending(&mut a, 1000, Duration::from_secs(1))?;
+        let (w, path, mut a) = indexed_db(&dir, &first)?;
         // While A embeds its first batch (k50 among it), k50 is forgotten,
         // the tombstone indexed and purged, and a new memory takes its id.
-        let e = Hooked::new(&path, |n| {
+        let e = LockProbe::with_hook(&path, |n| {
             if n == 1 {
                 let mut w = w.lock().unwrap();
                 w.write_batch(&[op(100, "n", "k50", None)]).unwrap();
