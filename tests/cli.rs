@@ -114,7 +114,8 @@ fn save_get_list_search_forget_in_text_and_json() {
         "hobbies/singing: مجھے گانا پسند ہے — likes singing\nhobbies/writing: likes writing\n"
     );
     let listed = ok_json(p, &["list", "hobbies"]);
-    assert_eq!(listed.as_array().map(Vec::len), Some(2));
+    assert_eq!(listed["memories"].as_array().map(Vec::len), Some(2));
+    assert_eq!(listed["next_cursor"], Value::Null, "{listed}");
     // Namespaces are separate.
     assert_eq!(
         ok(p, &["--namespace", "bob", "list"]),
@@ -495,7 +496,7 @@ fn import_stops_at_a_bad_line_with_its_number() {
         // The line before is durable; the bad line and the lines after it
         // are not written.
         let rows = ok_json(p, &["--namespace", "n", "list"]);
-        let keys: Vec<&str> = rows
+        let keys: Vec<&str> = rows["memories"]
             .as_array()
             .expect("rows")
             .iter()
@@ -538,6 +539,415 @@ fn import_waits_for_room_when_overloaded() {
     // 3,000 saves against a bound of 10 cannot all fit between commits.
     assert!(report["overloaded_waits"].as_u64() > Some(0), "{report}");
     assert_eq!(ok_json(p, &["stats"])["memories"], n);
+}
+
+/// `list` pages: `--limit` (default 100, 1–1000) and `--cursor`, with the
+/// next cursor as the last line of text or `next_cursor` in JSON.
+#[test]
+fn list_pages_with_limit_and_cursor() {
+    let db = db();
+    let p = &db.path;
+    let input: String = (0..150)
+        .map(|i| {
+            format!(
+                "{{\"category\":\"c{}\",\"key\":\"k{i:03}\",\"value\":\"v{i}\"}}\n",
+                i % 2
+            )
+        })
+        .collect();
+    mnemo(p, &["import", "-"])
+        .write_stdin(input)
+        .assert()
+        .success();
+    let mut expected: Vec<String> = (0..150)
+        .map(|i| format!("c{}/k{i:03}: v{i}", i % 2))
+        .collect();
+    expected.sort();
+
+    // Text, 40 at a time: 40 lines and a cursor, until the last page.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut args = vec!["list", "--limit", "40"];
+        if let Some(c) = &cursor {
+            args.extend(["--cursor", c.as_str()]);
+        }
+        let out = ok(p, &args);
+        let mut lines: Vec<&str> = out.lines().collect();
+        cursor = match lines.last().and_then(|l| l.strip_prefix("next cursor: ")) {
+            Some(next) => {
+                let next = next.to_owned();
+                lines.pop();
+                assert_eq!(lines.len(), 40, "{out}");
+                Some(next)
+            }
+            None => None,
+        };
+        seen.extend(lines.iter().map(|l| l.to_string()));
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, expected);
+
+    // JSON: the default page is 100, then the rest.
+    let first = ok_json(p, &["list"]);
+    assert_eq!(first["memories"].as_array().map(Vec::len), Some(100));
+    let next = first["next_cursor"]
+        .as_str()
+        .expect("a next cursor")
+        .to_owned();
+    let rest = ok_json(p, &["list", "--cursor", &next]);
+    assert_eq!(rest["memories"].as_array().map(Vec::len), Some(50));
+    assert_eq!(rest["next_cursor"], Value::Null);
+    assert_eq!(rest["memories"][49]["key"], "k149");
+    let c1 = ok_json(p, &["list", "c1", "--limit", "1000"]);
+    assert_eq!(c1["memories"].as_array().map(Vec::len), Some(75));
+
+    // Past the end, and bad input.
+    let end = ok_json(p, &["list", "c0", "--limit", "75"]);
+    assert_eq!(
+        end["next_cursor"],
+        Value::Null,
+        "exactly the rest: no cursor"
+    );
+    let after_all = ok(p, &["list", "--cursor", "7a.7a"]); // after ("z", "z")
+    assert_eq!(after_all, "no more memories in namespace default\n");
+    fails(p, &["list", "--limit", "0"], "invalid limit");
+    fails(p, &["list", "--limit", "1001"], "invalid limit");
+    fails(p, &["list", "--cursor", "not-a-cursor"], "invalid cursor");
+}
+
+/// Export reads a page at a time: more memories than one page (1,000)
+/// still come out whole and in order, and round-trip.
+#[test]
+fn export_walks_pages_past_the_page_limit() {
+    let src = db();
+    let s = &src.path;
+    let input: String = (0..2_500)
+        .map(|i| {
+            format!(
+                "{{\"namespace\":\"n{}\",\"category\":\"c\",\"key\":\"k{i:04}\",\"value\":\"v{i}\"}}\n",
+                i % 2
+            )
+        })
+        .collect();
+    mnemo(s, &["import", "-"])
+        .write_stdin(input)
+        .assert()
+        .success();
+    let exported = ok(s, &["export"]);
+    let lines = jsonl(&exported);
+    assert_eq!(lines.len(), 2_500);
+    let order: Vec<(String, String)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["namespace"].as_str().unwrap_or_default().to_owned(),
+                l["key"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(
+        order, sorted,
+        "namespaces in order, each by category and key"
+    );
+    let dst = db();
+    mnemo(&dst.path, &["import", "-"])
+        .write_stdin(exported.clone())
+        .assert()
+        .success();
+    assert_eq!(ok(&dst.path, &["export"]), exported);
+}
+
+/// A UTF-8 byte order mark opening the input (as some editors save JSON
+/// Lines) is not part of the first line; anywhere else it is an error.
+#[test]
+fn import_accepts_a_byte_order_mark_at_the_start() {
+    let db = db();
+    let p = &db.path;
+    let input = "\u{feff}{\"category\":\"c\",\"key\":\"a\",\"value\":\"first\"}\n\
+                 {\"category\":\"c\",\"key\":\"b\",\"value\":\"second\"}\n";
+    mnemo(p, &["import", "-"])
+        .write_stdin(input)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("imported 2 lines: 2 inserted"));
+    assert_eq!(ok(p, &["get", "c", "a"]), "first\n");
+
+    let other = self::db();
+    let later = "{\"category\":\"c\",\"key\":\"a\",\"value\":\"v\"}\n\
+                 \u{feff}{\"category\":\"c\",\"key\":\"b\",\"value\":\"v\"}\n";
+    mnemo(&other.path, &["import", "-"])
+        .write_stdin(later)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("line 2: not a memory"));
+}
+
+/// An integer beyond 64 bits in metadata is refused, not rounded to a
+/// float; one that fits comes back exactly.
+#[test]
+fn metadata_integers_beyond_64_bits_are_refused() {
+    let db = db();
+    let p = &db.path;
+    fails(
+        p,
+        &[
+            "save",
+            "c",
+            "k",
+            "v",
+            "--metadata",
+            r#"{"id": 12345678901234567890123}"#,
+        ],
+        "integer beyond 64 bits",
+    );
+    let wide = r#"{"category":"c","key":"k","value":"v","metadata":{"n":-9223372036854775809}}"#;
+    mnemo(p, &["import", "-"])
+        .write_stdin(format!("{wide}\n"))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("line 1"))
+        .stderr(predicate::str::contains("integer beyond 64 bits"));
+    assert_eq!(ok(p, &["list"]), "no memories in namespace default\n");
+
+    ok(
+        p,
+        &[
+            "save",
+            "c",
+            "k",
+            "v",
+            "--metadata",
+            r#"{"max": 18446744073709551615, "min": -9223372036854775808}"#,
+        ],
+    );
+    let exported = ok(p, &["export"]);
+    assert!(
+        exported.contains(r#""max":18446744073709551615"#)
+            && exported.contains(r#""min":-9223372036854775808"#),
+        "{exported}"
+    );
+}
+
+/// `stats` shows the writer's, the indexer's and the journal's health.
+#[test]
+fn stats_shows_writer_index_and_journal_health() {
+    let db = db();
+    let p = &db.path;
+    ok(p, &["save", "c", "k", "v"]);
+    let text = ok(p, &["stats"]);
+    for line in [
+        "writer:             committing normally",
+        "write retries:      0",
+        "index failures:     0",
+        "journal damage:     none",
+    ] {
+        assert!(text.contains(line), "{line:?} missing in\n{text}");
+    }
+    let s = ok_json(p, &["stats"]);
+    for (field, zero) in [
+        ("writer_stalled_ms", json!(0)),
+        ("writer_stall_reason", Value::Null),
+        ("write_retries", json!(0)),
+        ("index_failures", json!(0)),
+        ("index_error", Value::Null),
+        ("journal_unrecovered", json!(0)),
+        ("journal_unrecovered_bytes", json!(0)),
+        ("journal_quarantined", json!([])),
+    ] {
+        assert_eq!(s[field], zero, "{field} in {s}");
+    }
+}
+
+/// Runs `mnemo mcp` on `db`, stores `memories` through it and kills it
+/// with SIGKILL once the last is acknowledged: they are in its journal
+/// only.
+fn killed_after_storing(db: &Path, memories: &[(&str, &str, &str)]) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mnemo"))
+        .arg("--db")
+        .arg(db)
+        .arg("mcp")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mnemo mcp");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    rpc(
+        &mut child,
+        &mut out,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2024-11-05", "capabilities": {},
+            "clientInfo": {"name": "cli-test", "version": "1"}
+        }}),
+    );
+    rpc(
+        &mut child,
+        &mut out,
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    );
+    for (i, (category, key, value)) in memories.iter().enumerate() {
+        let stored = rpc(
+            &mut child,
+            &mut out,
+            json!({"jsonrpc": "2.0", "id": 10 + i, "method": "tools/call", "params": {
+                "name": "store_memory",
+                "arguments": {"category": category, "key": key, "value": value}
+            }}),
+        )
+        .expect("answer");
+        assert_ne!(stored["result"]["isError"], true, "{stored}");
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("wait");
+}
+
+/// Every regular file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// A database whose crash journal holds three saves (`c/alpha`, `c/beta`,
+/// `c/gamma`, after a committed `c/before`) from a killed process, with a
+/// byte of beta's record flipped; returns that journal file.
+fn journal_with_a_damaged_record(p: &Path) -> PathBuf {
+    ok(p, &["save", "c", "before", "committed before"]);
+    killed_after_storing(
+        p,
+        &[
+            ("c", "alpha", "alpha-value"),
+            ("c", "beta", "beta-value"),
+            ("c", "gamma", "gamma-value"),
+        ],
+    );
+    let mut journal = p.as_os_str().to_owned();
+    journal.push(".journal");
+    files_under(Path::new(&journal))
+        .into_iter()
+        .find_map(|f| {
+            let mut bytes = std::fs::read(&f).ok()?;
+            let at = bytes.windows(10).position(|w| w == b"beta-value")?;
+            bytes[at] ^= 0x20; // "Beta-value": the record's CRC no longer checks
+            std::fs::write(&f, bytes).ok()?;
+            Some(f)
+        })
+        .expect("beta's record in a journal file")
+}
+
+/// A journal with a damaged record: the command does its work with every
+/// record that could be read, then says on stderr which files were moved
+/// aside, and exits with status 3. The next command finds nothing wrong.
+#[test]
+fn journal_damage_is_reported_with_status_3_after_the_command_runs() {
+    let db = db();
+    let p = &db.path;
+    let damaged = journal_with_a_damaged_record(p);
+
+    let out = mnemo(p, &["list"])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("error: the crash journal of"))
+        .stderr(predicate::str::contains("damaged region"))
+        .get_output()
+        .clone();
+    let stdout = String::from_utf8(out.stdout).expect("UTF-8");
+    assert_eq!(
+        stdout,
+        "c/alpha: alpha-value\nc/before: committed before\nc/gamma: gamma-value\n"
+    );
+    let stderr = String::from_utf8(out.stderr).expect("UTF-8");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: the crash journal"),
+        "the last word: {stderr}"
+    );
+    let name = damaged
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    assert!(last.contains(&name), "names the moved file: {stderr}");
+    let moved = files_under(damaged.parent().expect("the journal folder"));
+    assert!(
+        moved
+            .iter()
+            .any(|f| f.file_name() == damaged.file_name() && f != &damaged),
+        "moved aside, not deleted: {moved:?}"
+    );
+    // Reported once: the next command is clean.
+    assert_eq!(ok(p, &["get", "c", "gamma"]), "gamma-value\n");
+}
+
+/// The MCP server logs journal damage at `error` level and serves on: it
+/// never exits over it.
+#[test]
+fn the_mcp_server_logs_journal_damage_and_exits_zero() {
+    let db = db();
+    let p = &db.path;
+    journal_with_a_damaged_record(p);
+    mnemo(p, &["mcp"])
+        .write_stdin("")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("the crash journal of"))
+        .stderr(predicate::str::contains("damaged region"));
+    assert_eq!(ok(p, &["get", "c", "gamma"]), "gamma-value\n");
+}
+
+/// A save the writer cannot commit before the deadline (every commit
+/// attempt fails, as on a full disk) is kept: `save` says so and exits with
+/// 75, and the next command, once commits work again, commits it.
+#[test]
+fn a_save_that_cannot_commit_in_time_exits_75_and_is_kept() {
+    let db = db();
+    let p = &db.path;
+    ok(p, &["save", "c", "first", "one"]);
+    mnemo(
+        p,
+        &["--busy-deadline-ms", "300", "save", "c", "kept", "two"],
+    )
+    .env("MNEMO_FAILPOINTS", "mnemo::commit=return")
+    .assert()
+    .code(75)
+    .stdout(predicate::str::is_empty())
+    .stderr(predicate::str::contains(
+        "error: the save of c/kept is accepted but not committed yet",
+    ))
+    .stderr(predicate::str::contains(
+        "will be committed by the next open",
+    ));
+    assert_eq!(ok(p, &["get", "c", "kept"]), "two\n");
+    assert_eq!(ok_json(p, &["stats"])["memories"], 2);
+}
+
+/// No room for the crash journal: the save is refused before anything is
+/// accepted, with a message that says so, and a non-zero status.
+#[test]
+fn a_full_disk_refuses_the_save_with_a_clear_message() {
+    let db = db();
+    let p = &db.path;
+    ok(p, &["save", "c", "first", "one"]);
+    mnemo(p, &["save", "c", "second", "two"])
+        .env("MNEMO_FAILPOINTS", "mnemo::journal_reserve=return")
+        .assert()
+        .code(1)
+        .stdout(predicate::str::is_empty())
+        .stderr(predicate::str::contains("disk full"))
+        .stderr(predicate::str::contains("the save was not accepted"));
+    assert_eq!(ok(p, &["list"]), "c/first: one\n");
 }
 
 #[test]

@@ -3,8 +3,10 @@
 //! Each test starts `mnemo --db <tempdir>/x.db --namespace NAME mcp` and talks
 //! to it as an MCP client: rmcp's client over the child's stdin/stdout (the
 //! test keeps the child handle, so it can close stdin and read the exit
-//! status), and one test with hand-written newline-delimited JSON-RPC as an
-//! older host would send it. Every wait is bounded, so a hang fails the test.
+//! status), or hand-written newline-delimited JSON-RPC ([`Raw`]) as an older
+//! host would send it, and as a broken one might: lines that are not JSON,
+//! not JSON-RPC, too long, or cancelled. Every wait is bounded, so a hang
+//! fails the test.
 //!
 //! The `#[ignore]`d test at the end measures the round trip of `store_memory`
 //! through stdio next to an awaited save:
@@ -20,7 +22,7 @@ use rmcp::service::RunningService;
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::time::timeout;
 
 /// The bound on any one test; they take well under a second each.
@@ -58,10 +60,16 @@ fn temp_db() -> (tempfile::TempDir, PathBuf) {
 }
 
 fn spawn_server(db: &Path, namespace: &str) -> Child {
+    spawn_server_with(db, namespace, &[])
+}
+
+/// [`spawn_server`] with extra environment variables.
+fn spawn_server_with(db: &Path, namespace: &str, env: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_mnemo"))
         .arg("--db")
         .arg(db)
         .args(["--namespace", namespace, "mcp"])
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -115,6 +123,22 @@ impl Server {
             "{tool} should have failed: {text}"
         );
         text
+    }
+
+    /// Calls a tool with arguments the server must refuse at the protocol
+    /// level; returns the JSON-RPC error.
+    async fn protocol_error(&self, tool: &str, args: Value) -> rmcp::ErrorData {
+        let Value::Object(args) = args else {
+            panic!("arguments must be a JSON object")
+        };
+        let called = self
+            .client
+            .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args))
+            .await;
+        match called {
+            Err(rmcp::ServiceError::McpError(e)) => e,
+            other => panic!("{tool} should have been refused: {other:?}"),
+        }
     }
 
     async fn store(&self, category: &str, key: &str, value: &str) -> u64 {
@@ -330,10 +354,24 @@ fn bad_arguments_are_tool_errors_that_name_the_field() {
             assert!(bad.contains("`metadata`"), "{metadata}: {bad}");
         }
 
+        // Arguments that do not fit the tool are a protocol error naming
+        // what is wrong (-32602), never "method not found".
         let missing = server
-            .tool_error("store_memory", json!({"category": "c", "value": "v"}))
+            .protocol_error("store_memory", json!({"category": "c", "value": "v"}))
             .await;
-        assert!(missing.contains("key"), "{missing}");
+        assert_eq!(missing.code, rmcp::model::ErrorCode::INVALID_PARAMS);
+        assert!(
+            missing.message.contains("missing field `key`"),
+            "{missing:?}"
+        );
+        let wrong_type = server
+            .protocol_error("recall_memory", json!({"query": ["a", "list"]}))
+            .await;
+        assert_eq!(wrong_type.code, rmcp::model::ErrorCode::INVALID_PARAMS);
+        assert!(
+            wrong_type.message.contains("recall_memory"),
+            "{wrong_type:?}"
+        );
 
         for limit in [0, 51] {
             let bad = server
@@ -662,6 +700,493 @@ fn plain_json_rpc_with_an_older_protocol_version() {
             .await
             .expect("exit after stdin closes")
             .expect("wait");
+        assert!(status.success(), "{status:?}");
+    });
+}
+
+/// A server driven with raw lines, as a host that writes JSON-RPC by hand.
+struct Raw {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: tokio::io::Lines<BufReader<ChildStdout>>,
+    pings: u64,
+}
+
+impl Raw {
+    /// Starts the server and runs the handshake by hand.
+    async fn start(db: &Path, env: &[(&str, &str)]) -> Raw {
+        let mut child = spawn_server_with(db, "alice", env);
+        let stdin = child.stdin.take().expect("stdin");
+        let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut raw = Raw {
+            child,
+            stdin: Some(stdin),
+            lines,
+            pings: 0,
+        };
+        raw.send(
+            json!({"jsonrpc": "2.0", "id": "init", "method": "initialize", "params": {
+                "protocolVersion": "2024-11-05", "capabilities": {},
+                "clientInfo": {"name": "raw-host", "version": "1"}
+            }})
+            .to_string()
+            .as_bytes(),
+        )
+        .await;
+        let init = raw.next().await;
+        assert_eq!(init["id"], "init", "{init}");
+        raw.send(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+            .await;
+        raw
+    }
+
+    /// Writes `line` and a newline.
+    async fn send(&mut self, line: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        stdin.write_all(line).await.expect("write");
+        stdin.write_all(b"\n").await.expect("write");
+        stdin.flush().await.expect("flush");
+    }
+
+    /// The next line on stdout, raw.
+    async fn next_line(&mut self) -> String {
+        timeout(EXIT_LIMIT, self.lines.next_line())
+            .await
+            .expect("an answer in time")
+            .expect("read stdout")
+            .expect("a line before the end of stdout")
+    }
+
+    /// The next line on stdout, which must be one JSON-RPC message.
+    async fn next(&mut self) -> Value {
+        let line = self.next_line().await;
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    }
+
+    /// Sends `line`, then a ping; returns every answer before the ping's.
+    async fn answers_to(&mut self, line: &[u8]) -> Vec<Value> {
+        self.pings += 1;
+        let ping = format!("ping-{}", self.pings);
+        self.send(line).await;
+        self.send(
+            json!({"jsonrpc": "2.0", "id": ping, "method": "ping"})
+                .to_string()
+                .as_bytes(),
+        )
+        .await;
+        let mut answers = Vec::new();
+        loop {
+            let answer = self.next().await;
+            if answer["id"] == ping.as_str() {
+                assert_eq!(answer["result"], json!({}), "{answer}");
+                return answers;
+            }
+            answers.push(answer);
+        }
+    }
+
+    /// Sends a line that must get exactly one JSON-RPC error; returns it
+    /// (code, id, message).
+    async fn error(&mut self, line: &[u8]) -> (i64, Value, String) {
+        let answers = self.answers_to(line).await;
+        assert_eq!(answers.len(), 1, "one answer: {answers:?}");
+        let a = &answers[0];
+        assert_eq!(a["jsonrpc"], "2.0", "{a}");
+        assert!(a.get("result").is_none(), "{a}");
+        let code = a["error"]["code"].as_i64().expect("an error code");
+        let message = a["error"]["message"]
+            .as_str()
+            .expect("a message")
+            .to_owned();
+        (code, a["id"].clone(), message)
+    }
+
+    /// Calls a tool; returns its result (with `isError`).
+    async fn call(&mut self, id: u64, tool: &str, args: Value) -> Value {
+        self.send(
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                   "params": {"name": tool, "arguments": args}})
+            .to_string()
+            .as_bytes(),
+        )
+        .await;
+        let answer = self.next().await;
+        assert_eq!(answer["id"], id, "{answer}");
+        answer["result"].clone()
+    }
+
+    /// The JSON text of a tool result that must not be an error.
+    fn ok_text(result: &Value) -> Value {
+        assert_ne!(result["isError"], true, "{result}");
+        let text = result["content"][0]["text"].as_str().expect("text");
+        serde_json::from_str(text).expect("JSON text")
+    }
+
+    /// Closes stdin; returns the exit status and every line written after.
+    async fn close(mut self) -> (ExitStatus, Vec<String>) {
+        drop(self.stdin.take());
+        let mut rest = Vec::new();
+        while let Some(line) = timeout(EXIT_LIMIT, self.lines.next_line())
+            .await
+            .expect("stdout ends once stdin is closed")
+            .expect("read stdout")
+        {
+            rest.push(line);
+        }
+        let status = timeout(EXIT_LIMIT, self.child.wait())
+            .await
+            .expect("the server exits once stdin is closed")
+            .expect("wait");
+        (status, rest)
+    }
+}
+
+/// A `tools/call` line, as text.
+fn call_line(id: Value, tool: &str, args: &str) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{args}}}}}"#
+    )
+}
+
+const PARSE_ERROR: i64 = -32700;
+const INVALID_REQUEST: i64 = -32600;
+const INVALID_PARAMS: i64 = -32602;
+
+/// Every line the host sends is answered — with a JSON-RPC error when it is
+/// not a message the server can take — and the session goes on as if the
+/// bad line had not been sent. (rmcp alone answers none of the lines that
+/// are not JSON, and the host waits forever.)
+#[test]
+fn every_bad_line_gets_exactly_one_error_and_the_session_goes_on() {
+    run(async {
+        let (_dir, db) = temp_db();
+        let mut raw = Raw::start(&db, &[]).await;
+
+        // Not JSON: a parse error, with the id when it comes before the fault.
+        assert_eq!(raw.error(b"{").await.0, PARSE_ERROR);
+        assert_eq!(raw.error(b"{").await.1, Value::Null);
+        let surrogate = call_line(json!(7), "recall_memory", r#"{"query":"\ud800 singing"}"#);
+        let (code, id, message) = raw.error(surrogate.as_bytes()).await;
+        assert_eq!((code, id), (PARSE_ERROR, json!(7)), "{message}");
+        let surrogate = call_line(
+            json!("s"),
+            "store_memory",
+            r#"{"category":"c","key":"k","value":"v","metadata":{"note":"\udc00"}}"#,
+        );
+        assert_eq!(
+            raw.error(surrogate.as_bytes()).await,
+            (PARSE_ERROR, json!("s"), raw_message(&surrogate))
+        );
+        let deep = call_line(
+            json!(8),
+            "store_memory",
+            &format!(
+                r#"{{"category":"c","key":"deep","value":"v","metadata":{}1{}}}"#,
+                r#"{"a":"#.repeat(125),
+                "}".repeat(125)
+            ),
+        );
+        let (code, id, message) = raw.error(deep.as_bytes()).await;
+        assert_eq!((code, id), (PARSE_ERROR, json!(8)), "{message}");
+        assert!(message.contains("recursion limit"), "{message}");
+        assert_eq!(raw.error(b"\xff\xfe").await.0, PARSE_ERROR);
+
+        // JSON, but not a JSON-RPC 2.0 message: an invalid request.
+        for (line, id) in [
+            ("[1, 2]", Value::Null),
+            (r#""x""#, Value::Null),
+            (r#"{"id": 9, "method": "ping"}"#, json!(9)),
+            (
+                r#"{"jsonrpc": "2.0", "id": {"a": 1}, "method": "ping"}"#,
+                Value::Null,
+            ),
+            (r#"{"jsonrpc": "2.0", "id": 10}"#, json!(10)),
+        ] {
+            let (code, got, message) = raw.error(line.as_bytes()).await;
+            assert_eq!((code, got), (INVALID_REQUEST, id), "{line}: {message}");
+        }
+
+        // A tools/call whose params or arguments do not fit: invalid params,
+        // with the request's id, never "method not found".
+        for (line, what) in [
+            (
+                r#"{"jsonrpc":"2.0","id":11,"method":"tools/call"}"#.to_owned(),
+                "params",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":11,"method":"tools/call","params":5}"#.to_owned(),
+                "params",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"arguments":{}}}"#
+                    .to_owned(),
+                "name",
+            ),
+            (call_line(json!(11), "store_memory", "[1]"), "arguments"),
+            (
+                call_line(json!(11), "store_memory", r#"{"category":"c","value":"v"}"#),
+                "missing field `key`",
+            ),
+            (
+                call_line(json!(11), "list_memories", r#"{"limit":"ten"}"#),
+                "invalid type",
+            ),
+            (
+                call_line(
+                    json!(11),
+                    "store_memory",
+                    r#"{"category":"c","key":"big","value":"v","metadata":{"id":123456789012345678901234567890}}"#,
+                ),
+                "`metadata`",
+            ),
+        ] {
+            let (code, id, message) = raw.error(line.as_bytes()).await;
+            assert_eq!((code, id), (INVALID_PARAMS, json!(11)), "{line}: {message}");
+            assert!(message.contains(what), "{line}: {message}");
+        }
+
+        // Over the 16 MiB cap: discarded as it streams by, answered with the
+        // id from its start.
+        let mut huge = call_line(
+            json!("huge"),
+            "store_memory",
+            r#"{"category":"c","key":"huge","value":"X"}"#,
+        )
+        .into_bytes();
+        let tail = huge.split_off(huge.len() - 5); // `X"}}}`
+        huge.extend(std::iter::repeat_n(b'x', 17 * 1024 * 1024));
+        huge.extend_from_slice(&tail);
+        let (code, id, message) = raw.error(&huge).await;
+        assert_eq!((code, id), (INVALID_REQUEST, json!("huge")), "{message}");
+        drop(huge);
+
+        // Blank lines get nothing.
+        assert!(raw.answers_to(b"").await.is_empty());
+        assert!(raw.answers_to(b"   \r").await.is_empty());
+
+        // The session works, and none of the bad lines changed anything.
+        let stored = raw
+            .call(
+                20,
+                "store_memory",
+                json!({"category": "c", "key": "k", "value": URDU}),
+            )
+            .await;
+        assert_eq!(Raw::ok_text(&stored)["status"], "accepted");
+        let listed = Raw::ok_text(&raw.call(21, "list_memories", json!({})).await);
+        assert_eq!(pairs(&listed), [("k".to_owned(), URDU.to_owned())]);
+        let (status, rest) = raw.close().await;
+        assert!(status.success(), "{status:?}");
+        assert!(
+            rest.is_empty(),
+            "nothing left unanswered or extra: {rest:?}"
+        );
+    });
+}
+
+/// The message of the parse error for a line, as serde_json words it.
+fn raw_message(line: &str) -> String {
+    let e = serde_json::from_str::<Value>(line).expect_err("not JSON");
+    format!("Parse error: {e}")
+}
+
+/// A host that cancels a slow `recall_memory` gets no answer for it, the
+/// server keeps answering meanwhile, and closing stdin does not wait for the
+/// search to finish. The search is made slow with a fail point that sleeps
+/// 20 s in it (`MNEMO_FAILPOINTS`, test builds only).
+#[test]
+fn a_cancelled_search_does_not_hold_up_the_session_or_the_exit() {
+    run(async {
+        let (_dir, db) = temp_db();
+        let mut raw = Raw::start(&db, &[("MNEMO_FAILPOINTS", "mcp::recall=sleep(20000)")]).await;
+        raw.send(call_line(json!(5), "recall_memory", r#"{"query":"singing"}"#).as_bytes())
+            .await;
+        raw.send(
+            br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":5,"reason":"user interrupted"}}"#,
+        )
+        .await;
+        // Answered while the search sleeps.
+        assert!(raw.answers_to(b"").await.is_empty());
+        let stored = raw
+            .call(
+                6,
+                "store_memory",
+                json!({"category": "c", "key": "k", "value": "v"}),
+            )
+            .await;
+        assert_eq!(Raw::ok_text(&stored)["status"], "accepted");
+
+        let closed = Instant::now();
+        let (status, rest) = raw.close().await;
+        let took = closed.elapsed();
+        assert!(status.success(), "{status:?}");
+        assert!(
+            took < Duration::from_secs(4),
+            "closing stdin waited {took:?} for a cancelled search"
+        );
+        assert!(
+            rest.iter().all(|l| !l.contains(r#""id":5"#)),
+            "a cancelled request gets no answer: {rest:?}"
+        );
+        // Everything accepted is durable.
+        assert_eq!(committed_rows(&db, "alice"), 1);
+    });
+}
+
+/// An over-long query is a tool error that names `query`, not a hang.
+#[test]
+fn an_over_long_query_is_a_tool_error_naming_the_query() {
+    run(async {
+        let (_dir, db) = temp_db();
+        let server = Server::start(&db, "alice").await;
+        server.store("c", "k", "likes singing").await;
+        let query = "singing ".repeat(128 * 1024);
+        let text = server
+            .tool_error("recall_memory", json!({"query": query}))
+            .await;
+        assert!(text.contains("`query`"), "{}", &text[..text.len().min(300)]);
+        assert_eq!(server.recall("singing").await.len(), 1);
+        assert!(server.close().await.success());
+    });
+}
+
+/// `list_memories` pages: `limit` (default 20, at most 100) and `cursor`
+/// from the previous page's `next_cursor`, which is null on the last page.
+#[test]
+fn list_memories_pages_with_a_cursor() {
+    run(async {
+        let (_dir, db) = temp_db();
+        let server = Server::start(&db, "alice").await;
+        for i in 0..45 {
+            server
+                .store(
+                    &format!("cat{}", i % 2),
+                    &format!("k{i:02}"),
+                    &format!("v{i}"),
+                )
+                .await;
+        }
+        let first = server.ok("list_memories", json!({})).await;
+        assert_eq!(first["count"], 20, "the default page");
+        let mut keys = Vec::new();
+        let mut cursor = Value::Null;
+        let mut pages = 0;
+        loop {
+            let page = server
+                .ok("list_memories", json!({"limit": 7, "cursor": cursor}))
+                .await;
+            pages += 1;
+            keys.extend(pairs(&page).into_iter().map(|(k, _)| k));
+            cursor = page["next_cursor"].clone();
+            if cursor.is_null() {
+                break;
+            }
+            assert_eq!(page["count"], 7);
+        }
+        assert_eq!(pages, 7);
+        let mut expected: Vec<(String, String)> = (0..45)
+            .map(|i| (format!("cat{}", i % 2), format!("k{i:02}")))
+            .collect();
+        expected.sort();
+        assert_eq!(
+            keys,
+            expected.into_iter().map(|(_, k)| k).collect::<Vec<_>>()
+        );
+
+        let one_category = server
+            .ok("list_memories", json!({"category": "cat1", "limit": 100}))
+            .await;
+        assert_eq!(one_category["count"], 22);
+        assert_eq!(one_category["next_cursor"], Value::Null);
+        for limit in [0, 101] {
+            let bad = server
+                .tool_error("list_memories", json!({"limit": limit}))
+                .await;
+            assert!(bad.contains("`limit`"), "{bad}");
+        }
+        let bad = server
+            .tool_error("list_memories", json!({"cursor": "not-a-cursor"}))
+            .await;
+        assert!(bad.contains("`cursor`"), "{bad}");
+        assert!(server.close().await.success());
+    });
+}
+
+/// Large memories: a `list_memories` page stops before its answer passes
+/// 1 MiB, whatever the `limit`, and its `next_cursor` continues right after
+/// the last memory sent; `recall_memory` stops the same way and says so.
+#[test]
+fn list_and_recall_answers_stay_under_the_byte_budget() {
+    run(async {
+        let (_dir, db) = temp_db();
+        let mut raw = Raw::start(&db, &[]).await;
+        // Quotes double on the wire: each memory is about 120 KiB there.
+        let value = format!("singing {}", "\"quoted\" ".repeat(6 * 1024));
+        for i in 0..30 {
+            let stored = raw
+                .call(
+                    100 + i,
+                    "store_memory",
+                    json!({"category": "big", "key": format!("k{i:02}"), "value": value}),
+                )
+                .await;
+            assert_eq!(Raw::ok_text(&stored)["status"], "accepted");
+        }
+        let mut cursor = Value::Null;
+        let mut keys = Vec::new();
+        let mut id = 200;
+        loop {
+            id += 1;
+            raw.send(
+                json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+                    "name": "list_memories", "arguments": {"limit": 100, "cursor": cursor}}})
+                .to_string()
+                .as_bytes(),
+            )
+            .await;
+            let line = raw.next_line().await;
+            assert!(
+                line.len() <= 1024 * 1024,
+                "an answer of {} bytes",
+                line.len()
+            );
+            let answer: Value = serde_json::from_str(&line).expect("JSON");
+            let page = Raw::ok_text(&answer["result"]);
+            let count = page["count"].as_u64().expect("count");
+            assert!((1..30).contains(&count), "{count} memories in one page");
+            keys.extend(pairs(&page).into_iter().map(|(k, _)| k));
+            cursor = page["next_cursor"].clone();
+            if cursor.is_null() {
+                break;
+            }
+        }
+        let expected: Vec<String> = (0..30).map(|i| format!("k{i:02}")).collect();
+        assert_eq!(keys, expected, "every memory once, in order");
+
+        raw.send(
+            call_line(
+                json!(300),
+                "recall_memory",
+                r#"{"query":"singing","limit":50}"#,
+            )
+            .as_bytes(),
+        )
+        .await;
+        let line = raw.next_line().await;
+        assert!(
+            line.len() <= 1024 * 1024,
+            "an answer of {} bytes",
+            line.len()
+        );
+        let answer: Value = serde_json::from_str(&line).expect("JSON");
+        let recalled = Raw::ok_text(&answer["result"]);
+        assert!(
+            recalled["count"].as_u64() < Some(30),
+            "{}",
+            recalled["count"]
+        );
+        assert_eq!(recalled["truncated"], true);
+        let (status, _) = raw.close().await;
         assert!(status.success(), "{status:?}");
     });
 }

@@ -8,19 +8,22 @@
 //! - `mnemo bench`: save-call latency and a burst against awaited saves.
 //! - `mnemo mcp`: an MCP server over stdio.
 //!
-//! Errors print one `error: …` line on stderr and exit with status 1 (clap's
-//! own usage errors exit with 2).
+//! Errors print one `error: …` line on stderr; the exit status says what
+//! kind (1 failed, 2 usage, 3 journal damage found, 75 accepted but not
+//! committed yet; see `status.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use mnemo::{Config, Memory, SaveRequest, WriteOutcome};
+use mnemo::{Config, Error, Memory, Receipt, ReceiptStatus, SaveRequest, WriteOutcome};
 
 mod bench;
 mod demo;
 mod mcp;
+mod status;
 mod transfer;
 
 /// The namespace used when `--namespace` is not given.
@@ -51,6 +54,10 @@ struct Cli {
     /// scripts/fetch-minilm.sh.
     #[arg(long, global = true)]
     model_dir: Option<PathBuf>,
+    /// How long the writer may fail to commit before a waiting command
+    /// gives up waiting, in milliseconds [default: 30000] (for tests).
+    #[arg(long, global = true, hide = true)]
+    busy_deadline_ms: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -70,13 +77,17 @@ enum RetrievalArg {
 /// The retrieval choice of this run, set once from the command line before
 /// any engine opens.
 static RETRIEVAL: std::sync::OnceLock<(RetrievalArg, Option<PathBuf>)> = std::sync::OnceLock::new();
+/// `--busy-deadline-ms`, set once before any engine opens.
+static BUSY_DEADLINE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
 
 #[derive(Subcommand)]
 enum Command {
     /// A simulated agent turn: two saves, the time each blocked the agent,
     /// the background flush, then get and search.
     Demo,
-    /// Save a memory and wait until it is durable.
+    /// Save a memory and wait until it is durable. Exit status 75 if it is
+    /// accepted but could not be committed in time (it is kept and the next
+    /// open commits it).
     Save {
         category: String,
         key: String,
@@ -87,8 +98,18 @@ enum Command {
     },
     /// Print one memory (exit status 1 if there is none).
     Get { category: String, key: String },
-    /// List memories, optionally of one category.
-    List { category: Option<String> },
+    /// List memories, optionally of one category, by category and key, one
+    /// page at a time. When more follow, the last line is `next cursor: C`;
+    /// pass `--cursor C` for the next page.
+    List {
+        category: Option<String>,
+        /// At most this many memories (1–1000) [default: 100].
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Start after this cursor (the `next cursor` of the previous page).
+        #[arg(long)]
+        cursor: Option<String>,
+    },
     /// Search memories.
     Search {
         query: String,
@@ -131,6 +152,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = !matches!(cli.command, Command::Demo);
+    // The server logs journal damage itself; it never exits over it.
+    let serving = matches!(cli.command, Command::Mcp);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -139,12 +162,27 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match dispatch(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    let result = dispatch(cli);
+    let damage = if serving {
+        Vec::new()
+    } else {
+        status::journal_damage()
+    };
+    // After the command's own output and error, so it is the last word.
+    let status = match &result {
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            status::status_of(e)
         }
+    };
+    for message in &damage {
+        eprintln!("error: {message}");
+    }
+    match (status, damage.is_empty()) {
+        (0, true) => ExitCode::SUCCESS,
+        (0, false) => ExitCode::from(status::JOURNAL_DAMAGED),
+        (failed, _) => ExitCode::from(failed),
     }
 }
 
@@ -152,12 +190,41 @@ fn dispatch(cli: Cli) -> Result<()> {
     if cli.model_dir.is_some() && cli.retrieval != RetrievalArg::Minilm {
         anyhow::bail!("--model-dir is for --retrieval minilm");
     }
+    configure_fail_points();
     let _ = RETRIEVAL.set((cli.retrieval, cli.model_dir.clone()));
+    if let Some(ms) = cli.busy_deadline_ms {
+        let _ = BUSY_DEADLINE.set(Duration::from_millis(ms));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
-    runtime.block_on(run(cli))
+    let result = runtime.block_on(run(cli));
+    // Do not wait for blocking tasks still running: a search the MCP client
+    // cancelled, or a read of a stdin that is not a pipe. Everything that
+    // must survive is committed (or journaled) by now.
+    runtime.shutdown_background();
+    result
+}
+
+/// Test hook: `MNEMO_FAILPOINTS="name=actions;…"` configures fail points
+/// (`fail` crate syntax), such as a slow search or a failing commit, for the
+/// tests of `mcp` and of the exit statuses.
+/// They exist only in builds with `fail/failpoints` (the test builds), so
+/// elsewhere this does nothing; a malformed entry is logged, never fatal.
+fn configure_fail_points() {
+    let Ok(spec) = std::env::var("MNEMO_FAILPOINTS") else {
+        return;
+    };
+    for entry in spec.split(';').filter(|e| !e.trim().is_empty()) {
+        let configured = match entry.split_once('=') {
+            Some((name, actions)) => fail::cfg(name.trim(), actions.trim()),
+            None => Err("expected name=actions".to_owned()),
+        };
+        if let Err(e) = configured {
+            tracing::warn!(entry, error = %e, "MNEMO_FAILPOINTS");
+        }
+    }
 }
 
 pub(crate) fn open(db: &Path) -> Result<Memory> {
@@ -167,6 +234,9 @@ pub(crate) fn open(db: &Path) -> Result<Memory> {
 /// Opens an engine with `config` and the command line's `--retrieval`.
 pub(crate) fn open_with(mut config: Config) -> Result<Memory> {
     let path = config.path.clone();
+    if let Some(&deadline) = BUSY_DEADLINE.get() {
+        config.busy_deadline = deadline;
+    }
     let (retrieval, model_dir) = RETRIEVAL
         .get()
         .cloned()
@@ -182,7 +252,9 @@ pub(crate) fn open_with(mut config: Config) -> Result<Memory> {
             Memory::open_with_embedder(config, minilm(model_dir)?)
         }
     };
-    opened.with_context(|| format!("opening {}", path.display()))
+    let memory = opened.with_context(|| format!("opening {}", path.display()))?;
+    status::note_journal_damage(&path, &memory.stats());
+    Ok(memory)
 }
 
 #[cfg(feature = "minilm")]
@@ -249,17 +321,8 @@ async fn run(cli: Cli) -> Result<()> {
             }
             let memory = open(&cli.db)?;
             let saved = memory.save(req);
-            // Whatever happened, stop the engine cleanly (it flushes).
-            let outcome = match saved {
-                Ok(receipt) => {
-                    memory.flush();
-                    let outcome = receipt.durable().await;
-                    outcome.map(|o| (receipt.seq(), o))
-                }
-                Err(e) => Err(e),
-            };
-            memory.shutdown().await?;
-            let (seq, outcome) = outcome?;
+            let what = format!("the save of {category}/{key}");
+            let (seq, outcome) = settle(&memory, &cli.db, &what, saved).await?;
             if cli.json {
                 print_json(&serde_json::json!({"seq": seq, "outcome": outcome}))
             } else {
@@ -280,19 +343,32 @@ async fn run(cli: Cli) -> Result<()> {
                 (None, _) => anyhow::bail!("no memory {category}/{key} in namespace {ns}"),
             }
         }
-        Command::List { category } => {
+        Command::List {
+            category,
+            limit,
+            cursor,
+        } => {
             let memory = open(&cli.db)?;
-            let rows = memory.list(ns, category.as_deref());
+            let page = memory.list_page(ns, category.as_deref(), limit, cursor.as_deref());
             memory.shutdown().await?;
-            let rows = rows?;
+            let page = page?;
             if cli.json {
-                return print_json(&rows);
+                return print_json(&serde_json::json!({
+                    "memories": page.records,
+                    "next_cursor": page.next_cursor,
+                }));
             }
-            if rows.is_empty() {
-                println!("no memories in namespace {ns}");
+            if page.records.is_empty() {
+                match cursor {
+                    None => println!("no memories in namespace {ns}"),
+                    Some(_) => println!("no more memories in namespace {ns}"),
+                }
             }
-            for r in rows {
+            for r in &page.records {
                 println!("{}/{}: {}", r.category, r.key, r.value);
+            }
+            if let Some(next) = page.next_cursor {
+                println!("next cursor: {next}");
             }
             Ok(())
         }
@@ -321,16 +397,9 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Forget { category, key } => {
             let memory = open(&cli.db)?;
-            let outcome = match memory.forget(ns, &category, &key) {
-                Ok(receipt) => {
-                    memory.flush();
-                    let outcome = receipt.durable().await;
-                    outcome.map(|o| (receipt.seq(), o))
-                }
-                Err(e) => Err(e),
-            };
-            memory.shutdown().await?;
-            let (seq, outcome) = outcome?;
+            let forgot = memory.forget(ns, &category, &key);
+            let what = format!("the forget of {category}/{key}");
+            let (seq, outcome) = settle(&memory, &cli.db, &what, forgot).await?;
             if cli.json {
                 print_json(&serde_json::json!({"seq": seq, "outcome": outcome}))
             } else {
@@ -339,6 +408,56 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Stats => stats(&cli.db, cli.json).await,
+    }
+}
+
+/// Waits until an accepted change (`what`, such as `the save of c/k`) is
+/// committed, then stops the engine (which flushes). A change that is kept
+/// but not committed even by the end of the shutdown is an [`status::Exit`]
+/// with status 75.
+async fn settle(
+    memory: &Memory,
+    db: &Path,
+    what: &str,
+    accepted: mnemo::Result<Receipt>,
+) -> Result<(u64, WriteOutcome)> {
+    let receipt = match accepted {
+        Ok(receipt) => receipt,
+        Err(e) => {
+            // Refused at the door: nothing was accepted, nothing to wait for.
+            if let Err(stop) = memory.shutdown().await {
+                tracing::warn!(error = %stop, "stopping the engine");
+            }
+            return Err(anyhow::Error::new(e).context(format!("{what} failed")));
+        }
+    };
+    memory.flush();
+    let outcome = receipt.durable().await;
+    // Stop the engine cleanly: it flushes, or leaves what it cannot commit
+    // in the journal for the next open.
+    let stopped = memory.shutdown().await;
+    match outcome {
+        Ok(outcome) => {
+            stopped?;
+            Ok((receipt.seq(), outcome))
+        }
+        Err(Error::NotCommittedYet { waited, reason }) => {
+            // The wait ended, but the shutdown's own flush may have got it in.
+            if let ReceiptStatus::Durable(o) | ReceiptStatus::Indexed(o) = receipt.status() {
+                stopped?;
+                return Ok((receipt.seq(), o));
+            }
+            if let Err(e) = stopped {
+                tracing::debug!(error = %e, "stopping the engine");
+            }
+            Err(status::not_committed_yet(what, db, waited, &reason).into())
+        }
+        Err(e) => {
+            if let Err(stop) = stopped {
+                tracing::warn!(error = %stop, "stopping the engine");
+            }
+            Err(anyhow::Error::new(e).context(format!("{what} failed")))
+        }
     }
 }
 
@@ -396,6 +515,14 @@ async fn stats(db: &Path, json: bool) -> Result<()> {
             "index_lag_changes": stats.index_lag_changes,
             "replayed_at_open": stats.replayed,
             "journal_bytes": stats.journal_bytes,
+            "writer_stalled_ms": stats.writer_stalled_ms,
+            "writer_stall_reason": stats.writer_stall_reason,
+            "write_retries": stats.write_retries,
+            "index_failures": stats.index_failures,
+            "index_error": stats.index_error,
+            "journal_unrecovered": stats.journal_unrecovered,
+            "journal_unrecovered_bytes": stats.journal_unrecovered_bytes,
+            "journal_quarantined": stats.journal_quarantined,
             "journal_dir": {
                 "path": jdir,
                 "files_at_rest": files_before,
@@ -428,5 +555,41 @@ async fn stats(db: &Path, json: bool) -> Result<()> {
         "replayed at open:   {} saves from journals of engines that stopped without flushing",
         stats.replayed
     );
+    match &stats.writer_stall_reason {
+        None => println!("writer:             committing normally"),
+        Some(reason) => println!(
+            "writer:             stalled for {} ms: {reason}",
+            stats.writer_stalled_ms
+        ),
+    }
+    println!(
+        "write retries:      {} (commit attempts retried after a transient fault)",
+        stats.write_retries
+    );
+    match &stats.index_error {
+        None => println!(
+            "index failures:     {} (failed indexing passes, retried)",
+            stats.index_failures
+        ),
+        Some(error) => println!(
+            "index failures:     {} (failed indexing passes, retried); the index is behind: {error}",
+            stats.index_failures
+        ),
+    }
+    if stats.journal_unrecovered == 0 {
+        println!("journal damage:     none");
+    } else {
+        println!(
+            "journal damage:     {} region(s), {} bytes, could not be replayed; moved aside: {}",
+            stats.journal_unrecovered,
+            stats.journal_unrecovered_bytes,
+            stats
+                .journal_quarantined
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     Ok(())
 }

@@ -2,8 +2,9 @@
 //!
 //! One memory a line, an object with `namespace`, `category`, `key`, `value`
 //! and `metadata` (an object, or null). Export walks namespaces in order and
-//! each namespace by category and key, so exporting, importing into an empty
-//! database and exporting again gives the same bytes.
+//! each namespace by category and key, a page at a time (memory stays
+//! bounded whatever the database holds), so exporting, importing into an
+//! empty database and exporting again gives the same bytes.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufWriter, Write};
@@ -11,9 +12,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use mnemo::{Config, Error, Memory, Receipt, ReceiptStatus, SaveRequest, WriteOutcome};
+use mnemo::{Config, Error, ListPage, Memory, Receipt, ReceiptStatus, SaveRequest, WriteOutcome};
 use serde::{Deserialize, Serialize};
 
+use crate::status::{Exit, NOT_COMMITTED_YET};
 use crate::{open, open_with, print_json};
 
 /// One exported memory.
@@ -59,17 +61,25 @@ fn write_export(memory: &Memory, namespace: Option<&str>) -> Result<(usize, usiz
     let mut out = BufWriter::new(stdout.lock());
     let mut count = 0;
     for ns in &namespaces {
-        for r in memory.list(ns, None)? {
-            let line = Line {
-                namespace: &r.namespace,
-                category: &r.category,
-                key: &r.key,
-                value: &r.value,
-                metadata: &r.metadata,
-            };
-            serde_json::to_writer(&mut out, &line)?;
-            out.write_all(b"\n")?;
-            count += 1;
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = memory.list_page(ns, None, Some(ListPage::MAX_LIMIT), cursor.as_deref())?;
+            for r in &page.records {
+                let line = Line {
+                    namespace: &r.namespace,
+                    category: &r.category,
+                    key: &r.key,
+                    value: &r.value,
+                    metadata: &r.metadata,
+                };
+                serde_json::to_writer(&mut out, &line)?;
+                out.write_all(b"\n")?;
+                count += 1;
+            }
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
         }
     }
     out.flush()?;
@@ -84,8 +94,12 @@ struct Tally {
     inserted: u64,
     updated: u64,
     unchanged: u64,
-    /// Lines replaced by a later line with the same key in the same batch.
+    /// Lines replaced by a later save of the same key: a later line in the
+    /// same batch, or a newer save another engine accepted.
     superseded: u64,
+    /// Lines accepted and kept in the crash journal but not committed in
+    /// time (a transient fault); the next open of the database commits them.
+    not_committed_yet: u64,
     /// Lines whose save was accepted but not committed.
     failed: u64,
     /// How often `save` answered `Overloaded` and the import waited for
@@ -101,12 +115,13 @@ impl Tally {
             Ok(WriteOutcome::Inserted { .. }) => self.inserted += 1,
             Ok(WriteOutcome::Updated { .. }) => self.updated += 1,
             Ok(WriteOutcome::Unchanged { .. }) => self.unchanged += 1,
-            Ok(WriteOutcome::Superseded { .. }) => self.superseded += 1,
+            Ok(WriteOutcome::Superseded { .. } | WriteOutcome::Outdated) => self.superseded += 1,
             Ok(other) => {
                 self.failed += 1;
                 self.failures
                     .push(format!("line {line}: unexpected outcome {other:?}"));
             }
+            Err(Error::NotCommittedYet { .. }) => self.not_committed_yet += 1,
             Err(e) => {
                 self.failed += 1;
                 self.failures.push(format!("line {line}: {e}"));
@@ -115,10 +130,17 @@ impl Tally {
     }
 
     fn summary(&self) -> String {
-        format!(
-            "{} inserted, {} updated, {} unchanged, {} superseded by a later line, {} failed",
+        let mut summary = format!(
+            "{} inserted, {} updated, {} unchanged, {} superseded by a later save, {} failed",
             self.inserted, self.updated, self.unchanged, self.superseded, self.failed
-        )
+        );
+        if self.not_committed_yet > 0 {
+            summary.push_str(&format!(
+                ", {} kept but not committed yet",
+                self.not_committed_yet
+            ));
+        }
+        summary
     }
 }
 
@@ -214,6 +236,20 @@ pub(crate) async fn import(
     if tally.failed > 0 {
         bail!("{} line(s) could not be committed", tally.failed);
     }
+    if tally.not_committed_yet > 0 {
+        return Err(Exit {
+            status: NOT_COMMITTED_YET,
+            message: format!(
+                "{} line(s) are accepted but not committed yet (a transient fault outlasted the \
+                 wait). They are kept in the crash journal beside the database and will be \
+                 committed by the next open of {} (any mnemo command on it); nothing needs to be \
+                 imported again",
+                tally.not_committed_yet,
+                db.display()
+            ),
+        }
+        .into());
+    }
     Ok(())
 }
 
@@ -228,11 +264,22 @@ async fn feed(
     for (i, line) in reader.lines().enumerate() {
         let n = i as u64 + 1;
         let line = line.with_context(|| format!("line {n}: reading input"))?;
+        // A UTF-8 byte order mark (as some Windows editors write) may open
+        // the input; JSON itself never starts with one.
+        let line = match (n, line.strip_prefix('\u{feff}')) {
+            (1, Some(rest)) => rest,
+            _ => line.as_str(),
+        };
         if line.trim().is_empty() {
             continue;
         }
         let parsed: ImportLine =
-            serde_json::from_str(&line).with_context(|| format!("line {n}: not a memory"))?;
+            serde_json::from_str(line).with_context(|| format!("line {n}: not a memory"))?;
+        if parsed.metadata.is_some() {
+            // Every other field is a string, so an integer literal on the
+            // line is in the metadata; parsed, a wide one became a float.
+            mnemo::model::check_metadata_json(line).with_context(|| format!("line {n}"))?;
+        }
         let request = SaveRequest {
             namespace: parsed.namespace.unwrap_or_else(|| default_ns.to_owned()),
             category: parsed.category,

@@ -49,9 +49,14 @@ impl AwaitedStore {
         self.seq += 1;
         let op = StoreOp {
             seq: self.seq,
+            hlc: crate::clock::from_ms(crate::model::now_ms()) + self.seq,
             payload: Arc::new(payload_for_save(request, &self.config)?),
         };
-        let report = self.writer.write_batch(&[op]).map_err(Error::from)?;
+        // One attempt: the baseline reports a fault instead of retrying.
+        let report = self
+            .writer
+            .write_batch(&[op])
+            .map_err(|fault| Error::WriteFailed { reason: fault.0 })?;
         index_pending(&mut self.index, 1_000, Duration::from_secs(30))?;
         match report.results.into_iter().next() {
             Some(ItemResult::Written(o)) => Ok(o),

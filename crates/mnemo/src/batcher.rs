@@ -13,6 +13,7 @@
 //!   the others resolve as `Superseded`.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use actix::{
@@ -54,7 +55,11 @@ pub struct ForgetMemory {
 pub struct Flush;
 
 /// Refuse new saves, flush everything accepted, wait for the index to catch
-/// up, then stop the batcher. Answers when all of that is done.
+/// up, then stop the batcher. Answers when all of that is done: `Ok`, or
+/// [`Error::NotCommittedYet`] (the writer kept failing past the deadline;
+/// the saves are left in the crash journal for the next open),
+/// [`Error::WriteFailed`] (the same with the journal off: lost), or
+/// [`Error::NotIndexed`] (committed, but the index is behind).
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<()>")]
 pub struct Shutdown;
@@ -227,9 +232,18 @@ impl MemoryBatcher {
     }
 
     /// Flushes whatever is left, blocking this thread until the writer has
-    /// finished it. Only for `stopping`, when no more timers will run.
+    /// finished it, including a flush already in flight. Only for
+    /// `stopping`, when no more timers will run.
     fn flush_blocking(&mut self) {
         self.shared.close();
+        // The flush in flight first: its completion was to be seen by a
+        // future of this actor that will not run any more.
+        let (barrier, finished) = FlushJob::barrier();
+        if self.writer.send(barrier).is_ok() {
+            // Blocking here is deliberate: the system is stopping, and the
+            // writer thread does not depend on this one.
+            let _ = futures::executor::block_on(finished);
+        }
         loop {
             let (ops, _) = self.shared.take_batch();
             if ops.is_empty() {
@@ -261,8 +275,10 @@ impl Actor for MemoryBatcher {
         self.poke(ctx);
     }
 
-    /// Flushes everything still pending (blocking) so that a stopping system
-    /// loses nothing it accepted.
+    /// Flushes everything still pending (blocking), the flush in flight
+    /// included, so that a stopping system loses nothing it accepted; only
+    /// then may the journal go (or, holding saves the writer could not
+    /// commit, be left for the next open).
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
         self.flush_blocking();
         self.shared.close_journal();
@@ -321,12 +337,32 @@ impl Handler<Shutdown> for MemoryBatcher {
         self.drain_waiters.push(tx);
         self.poke(ctx);
         let indexer = self.indexer.clone();
+        let shared = self.shared.clone();
         Box::pin(async move {
             rx.await.map_err(|_| Error::Closed)?;
-            // The indexer may have stopped with the system; its catch-up on
-            // the next open covers what it did not index.
-            let _ = indexer.send(Drain).await;
-            Ok(())
+            let health = shared.health.get();
+            if health.abandoned {
+                return Err(if shared.config.journal {
+                    health.not_committed()
+                } else {
+                    Error::WriteFailed {
+                        reason: format!(
+                            "{}; the crash journal is off",
+                            health.reason.unwrap_or_default()
+                        ),
+                    }
+                });
+            }
+            match indexer.send(Drain).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(reason)) => Err(Error::NotIndexed { reason }),
+                // The indexer stopped with the system; the next open's
+                // catch-up indexes what it did not.
+                Err(_) if shared.index_behind.load(Ordering::Relaxed) => Err(Error::NotIndexed {
+                    reason: "the indexer stopped with its last pass failed".into(),
+                }),
+                Err(_) => Ok(()),
+            }
         })
     }
 }
@@ -335,12 +371,13 @@ impl Handler<Shutdown> for MemoryBatcher {
 mod tests {
     use super::*;
     use crate::model::{OpPayload, StoreOp};
-    use crate::receipt::receipt;
+    use crate::receipt::test_receipt;
 
     fn q(seq: u64, key: &str) -> QueuedOp {
         QueuedOp {
             op: StoreOp {
                 seq,
+                hlc: seq,
                 payload: Arc::new(OpPayload {
                     namespace: "n".into(),
                     category: "c".into(),
@@ -350,7 +387,7 @@ mod tests {
                     at_ms: 0,
                 }),
             },
-            resolver: receipt(seq).0,
+            resolver: test_receipt(seq).0,
         }
     }
 

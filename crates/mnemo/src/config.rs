@@ -85,8 +85,17 @@ pub struct Config {
     pub max_key_part_bytes: usize,
     /// SQLite `synchronous`. Default: [`Synchronous::Full`].
     pub synchronous: Synchronous,
-    /// How long the writer keeps retrying a busy (locked) database before the
-    /// batch's saves fail with [`Error::Busy`]. Default: 30 s.
+    /// How long callers wait for a writer that cannot commit (the database
+    /// is locked by another process, the disk is full, an I/O error
+    /// repeats) before they stop waiting: [`Receipt::durable`] returns
+    /// [`Error::NotCommittedYet`], and `shutdown` or dropping the engine
+    /// stops trying and leaves the saves in the crash journal for the next
+    /// open. The writer itself never gives up a save while the engine runs:
+    /// it retries with backoff until the fault clears. Also bounds one
+    /// indexing pass's retries (a failed pass is retried every second) and
+    /// how long `open` waits for a locked database. Default: 30 s.
+    ///
+    /// [`Receipt::durable`]: crate::Receipt::durable
     pub busy_deadline: Duration,
     /// Read connections kept open for `get`, `list` and `search`. Default: 4.
     pub read_connections: usize,
@@ -98,6 +107,11 @@ pub struct Config {
     /// When the journal is forced to disk. Default: [`JournalSync::Never`]
     /// (survives process crashes, not power loss).
     pub journal_sync: JournalSync,
+    /// Bytes per journal segment file. Each is reserved on disk in full when
+    /// it is made (so a full disk is an [`Error::DiskFull`] from `save`,
+    /// never a crash); the next one is made ahead of need. Must hold one
+    /// largest save. Default: 8 MiB.
+    pub journal_segment_bytes: usize,
     /// Lexical or hybrid (lexical + vector) retrieval. Default:
     /// [`Retrieval::Lexical`].
     pub retrieval: Retrieval,
@@ -121,6 +135,7 @@ impl Default for Config {
             read_connections: 4,
             journal: true,
             journal_sync: JournalSync::Never,
+            journal_segment_bytes: 8 * 1024 * 1024,
             retrieval: Retrieval::Lexical,
         }
     }
@@ -165,6 +180,16 @@ impl Config {
         }
         if self.read_connections == 0 {
             return bad("read_connections must be at least 1");
+        }
+        // A record: framing and fixed fields (64 bytes is ample), three key
+        // parts, the value and the metadata; plus the segment header.
+        let largest =
+            64 + 3 * self.max_key_part_bytes + self.max_value_bytes + self.max_metadata_bytes;
+        if self.journal_segment_bytes < largest + 16 {
+            return bad(&format!(
+                "journal_segment_bytes must hold one largest save ({} bytes with these limits)",
+                largest + 16
+            ));
         }
         Ok(())
     }

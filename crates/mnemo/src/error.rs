@@ -4,11 +4,13 @@ use std::time::Duration;
 
 /// Everything that can go wrong in mnemo.
 ///
-/// Input errors (`InvalidInput`, `Overloaded`, `Closed`) are returned by
-/// [`Memory::save`](crate::Memory::save) before anything is accepted: they
-/// change nothing. Write failures (`Busy`, `DeadLettered`, `WriteFailed`)
-/// arrive later, through [`Receipt::durable`](crate::Receipt::durable), for a
-/// save that was accepted but could not be committed.
+/// Input errors (`InvalidInput`, `Overloaded`, `DiskFull`, `Closed`) are
+/// returned by [`Memory::save`](crate::Memory::save) before anything is
+/// accepted: they change nothing. Later news about an accepted save arrives
+/// through [`Receipt::durable`](crate::Receipt::durable): `DeadLettered`
+/// (the database rejected the row for its content: the one final failure)
+/// or `NotCommittedYet` (a transient fault outlasted the wait; the save is
+/// kept and still committed later).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -38,13 +40,21 @@ pub enum Error {
     #[error("mnemo is shut down")]
     Closed,
 
-    /// The database stayed locked by another writer past the delivery
-    /// deadline ([`Config::busy_deadline`](crate::Config)); the save was not
-    /// committed.
-    #[error("database stayed locked for {waited:?}; the save was not committed")]
-    Busy {
-        /// How long the writer kept retrying.
+    /// The save is accepted but not committed yet: the writer has been
+    /// unable to commit for `waited` (the database is locked by another
+    /// process, the disk is full, an I/O error repeats), longer than
+    /// [`Config::busy_deadline`](crate::Config). **The save is not given
+    /// up**: it stays in the crash journal and the pending overlay (reads see
+    /// it), the writer keeps retrying for as long as the process lives, and
+    /// whatever this process does not commit the next
+    /// [`Memory::open`](crate::Memory::open) of the database replays. Only
+    /// the wait ended.
+    #[error("not committed yet after {waited:.1?} ({reason}); the save is kept and will be committed by this process or by the next open of the database")]
+    NotCommittedYet {
+        /// How long the writer has been failing.
         waited: Duration,
+        /// What it keeps running into.
+        reason: String,
     },
 
     /// The database rejected this one row (a constraint or trigger, say). The
@@ -56,11 +66,42 @@ pub enum Error {
         reason: String,
     },
 
-    /// The batch could not be committed for another reason (an I/O error, a
-    /// read-only file, ...).
-    #[error("the save could not be committed: {reason}")]
+    /// The save was not committed and is not kept: only with the crash
+    /// journal off ([`Config::journal`](crate::Config) = `false`), when the
+    /// engine stopped while its writer could not commit.
+    #[error("the save was lost: {reason}")]
     WriteFailed {
         /// What failed.
+        reason: String,
+    },
+
+    /// Committed, but the search index could not be brought up to date
+    /// (returned by [`Memory::shutdown`](crate::Memory::shutdown) and
+    /// [`Receipt::indexed`](crate::Receipt::indexed)). Nothing is lost: the
+    /// memories are stored and readable with `get`/`list`, and the next
+    /// indexing pass (or the next open) indexes them.
+    #[error("committed but not indexed: {reason}; the next open indexes it")]
+    NotIndexed {
+        /// What the indexer ran into.
+        reason: String,
+    },
+
+    /// There is no room on the device for the crash journal, so the save
+    /// was refused: nothing was accepted. Free space and retry.
+    #[error("disk full: no room for the crash journal in {path:?}; the save was not accepted")]
+    DiskFull {
+        /// The journal folder.
+        path: std::path::PathBuf,
+    },
+
+    /// The database file could not be opened as a mnemo database: it is
+    /// not an SQLite database, it is corrupt, it is on a read-only file
+    /// system, or permission is denied. `reason` says which.
+    #[error("cannot open the database {path:?}: {reason}")]
+    Open {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// What is wrong, in plain words.
         reason: String,
     },
 
@@ -108,11 +149,6 @@ impl Error {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub enum Failure {
-    /// See [`Error::Busy`].
-    Busy {
-        /// How long the writer kept retrying.
-        waited: Duration,
-    },
     /// See [`Error::DeadLettered`].
     DeadLettered {
         /// SQLite's message.
@@ -130,7 +166,6 @@ pub enum Failure {
 impl From<Failure> for Error {
     fn from(f: Failure) -> Self {
         match f {
-            Failure::Busy { waited } => Error::Busy { waited },
             Failure::DeadLettered { reason } => Error::DeadLettered { reason },
             Failure::WriteFailed { reason } => Error::WriteFailed { reason },
             Failure::Closed => Error::Closed,

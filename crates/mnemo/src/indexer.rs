@@ -12,10 +12,11 @@
 //! vectors of forgotten keys); embedding never runs in `save`.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use actix::{Actor, Handler, Message, SyncContext};
+use actix::{Actor, Addr, Handler, Message, SyncContext};
 use rusqlite::Connection;
 
 use crate::embed::Embedder;
@@ -45,18 +46,23 @@ pub struct IndexBatch {
     pub(crate) committed_at: Instant,
 }
 
-/// Answers once every `IndexBatch` sent before it has been processed (the
-/// mailbox is first in, first out, and the actor has one thread).
+/// Retries any indexing that failed, and answers once every `IndexBatch`
+/// sent before it has been processed (the mailbox is first in, first out,
+/// and the actor has one thread): `Err` with the reason if the index is
+/// still behind because a pass failed.
 #[derive(Debug, Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), String>")]
 pub struct Drain;
 
 /// The indexing actor. See the module doc.
 pub struct RagIndexer {
     shared: Arc<Shared>,
     conn: Option<Connection>,
-    /// Batches whose indexing failed; retried with the next batch.
+    /// Batches whose indexing failed; retried with the next batch, or by
+    /// the retry scheduled after the failure, whichever comes first.
     deferred: Vec<IndexBatch>,
+    /// A retry (`Drain` in [`INDEX_RETRY`]) is on its way.
+    retry_scheduled: Arc<AtomicBool>,
     /// Hybrid retrieval: the embedder whose vectors are kept in step.
     embedder: Option<Arc<dyn Embedder>>,
 }
@@ -71,6 +77,7 @@ impl RagIndexer {
             shared,
             conn,
             deferred: Vec::new(),
+            retry_scheduled: Arc::new(AtomicBool::new(false)),
             embedder,
         }
     }
@@ -102,10 +109,14 @@ impl RagIndexer {
         let embedder = self.embedder.clone();
         let result = self.connection().and_then(|conn| {
             catch_unwind(AssertUnwindSafe(|| {
+                // Fail point for tests: "return" fails the pass.
+                fail::fail_point!("mnemo::index_pass", |_| Err(crate::Error::NotIndexed {
+                    reason: "injected indexing failure (fail point mnemo::index_pass)".into(),
+                }));
                 index_pending_with(conn, INDEX_CHUNK, deadline, embedder.as_deref())
             }))
             .unwrap_or_else(|_| {
-                Err(crate::Error::WriteFailed {
+                Err(crate::Error::NotIndexed {
                     reason: "the indexer panicked".into(),
                 })
             })
@@ -114,6 +125,8 @@ impl RagIndexer {
             Ok(pass) => {
                 let m = &self.shared.metrics;
                 Metrics::set_max(&m.index_watermark, pass.watermark);
+                *m.index_error.lock() = None;
+                self.shared.index_behind.store(false, Ordering::Relaxed);
                 // Retire everything before resolving anything: whoever wakes
                 // on a receipt sees the whole pass done.
                 for batch in &batches {
@@ -121,6 +134,7 @@ impl RagIndexer {
                     for item in &batch.items {
                         self.shared.overlay.retire(&item.payload, item.seq);
                     }
+                    self.shared.unindexed_sub(batch.items.len());
                 }
                 for item in batches.into_iter().flat_map(|b| b.items) {
                     item.resolver.indexed();
@@ -129,14 +143,46 @@ impl RagIndexer {
             }
             Err(e) => {
                 // The rows stay in the overlay (still readable and
-                // searchable) and are retried with the next batch.
+                // searchable) and are retried with the next batch or by the
+                // retry timer, whichever comes first.
                 tracing::error!(error = %e, "indexing failed; will retry");
+                let m = &self.shared.metrics;
+                crate::stats::add(&m.index_failures, 1);
+                *m.index_error.lock() = Some(e.to_string());
+                self.shared.index_behind.store(true, Ordering::Relaxed);
                 self.conn = None;
                 self.deferred.extend(batches);
             }
         }
     }
+
+    /// Schedules one `Drain` in [`INDEX_RETRY`], unless one is on its way,
+    /// so an idle engine still catches up after a failed pass. A sleeping
+    /// thread rather than a timer: this actor has none (it is a sync
+    /// actor), and a timer in the batcher would be a permanent timer on the
+    /// system's clock, moving tokio's paused test clock.
+    fn schedule_retry(&self, me: Addr<RagIndexer>) {
+        if self.retry_scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let flag = self.retry_scheduled.clone();
+        let spawned = std::thread::Builder::new()
+            .name("mnemo-index-retry".into())
+            .spawn(move || {
+                std::thread::sleep(INDEX_RETRY);
+                flag.store(false, Ordering::Release);
+                me.do_send(Drain);
+            });
+        if spawned.is_err() {
+            // The next batch retries instead.
+            self.retry_scheduled.store(false, Ordering::Release);
+        }
+    }
 }
+
+/// How long after a failed indexing pass it is retried (unless a new batch
+/// comes first).
+const INDEX_RETRY: Duration = Duration::from_secs(1);
 
 /// The `mnemo::before_index` fail point ("return" = skip). Always `false`
 /// unless the `failpoints` feature is on and a test configured it.
@@ -152,20 +198,34 @@ impl Actor for RagIndexer {
 impl Handler<IndexBatch> for RagIndexer {
     type Result = ();
 
-    fn handle(&mut self, msg: IndexBatch, _: &mut Self::Context) {
+    fn handle(&mut self, msg: IndexBatch, ctx: &mut Self::Context) {
         let mut batches = std::mem::take(&mut self.deferred);
         batches.push(msg);
         self.catch_up(batches);
+        if self.shared.index_behind.load(Ordering::Relaxed) {
+            self.schedule_retry(ctx.address());
+        }
     }
 }
 
 impl Handler<Drain> for RagIndexer {
-    type Result = ();
+    type Result = Result<(), String>;
 
-    fn handle(&mut self, _: Drain, _: &mut Self::Context) {
+    fn handle(&mut self, _: Drain, ctx: &mut Self::Context) -> Result<(), String> {
         let batches = std::mem::take(&mut self.deferred);
-        if !batches.is_empty() {
+        if !batches.is_empty() || self.shared.index_behind.load(Ordering::Relaxed) {
             self.catch_up(batches);
         }
+        if self.shared.index_behind.load(Ordering::Relaxed) {
+            self.schedule_retry(ctx.address());
+            return Err(self
+                .shared
+                .metrics
+                .index_error
+                .lock()
+                .clone()
+                .unwrap_or_else(|| "an indexing pass failed".into()));
+        }
+        Ok(())
     }
 }

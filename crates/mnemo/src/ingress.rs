@@ -4,14 +4,16 @@
 //!
 //! [`Memory`]: crate::Memory
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
+use crate::clock::Hlc;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::health::Health;
 use crate::journal::Journal;
 use crate::model::{OpPayload, StoreOp};
 use crate::overlay::PendingOverlay;
@@ -45,6 +47,8 @@ struct Inbox {
     closed: bool,
     /// The crash journal, appended under this lock in sequence order.
     journal: Option<Journal>,
+    /// Stamps operations; under this lock, so stamp order is sequence order.
+    clock: Hlc,
 }
 
 /// When the collected batch is due, as the batcher sees it.
@@ -66,6 +70,8 @@ pub(crate) struct Shared {
     pub config: Config,
     pub overlay: PendingOverlay,
     pub metrics: Metrics,
+    /// The writer's health: stalled or not, and why.
+    pub health: Health,
     /// Accepted operations not yet taken by the batcher. One short lock per
     /// save: taking it assigns the sequence number, so inbox order, overlay
     /// order and sequence order are the same order (per-key order is kept
@@ -76,6 +82,13 @@ pub(crate) struct Shared {
     pending_bytes: AtomicUsize,
     /// Highest sequence number committed by this engine.
     committed_seq: AtomicU64,
+    /// Committed operations the index has not caught up with yet (they stay
+    /// in the overlay until it has): bounded by `max_pending` while indexing
+    /// fails, so an index that keeps failing cannot grow the overlay
+    /// without limit.
+    unindexed: AtomicUsize,
+    /// The last indexing pass failed; the batcher's timer retries it.
+    pub index_behind: AtomicBool,
 }
 
 /// What [`Shared::accept`] did besides returning the receipt.
@@ -87,8 +100,11 @@ pub(crate) struct Accepted {
 }
 
 impl Shared {
-    pub fn new(config: Config, next_seq: u64, journal: Option<Journal>) -> Shared {
+    /// `clock_seen`: the largest operation stamp committed so far, so new
+    /// stamps come after it.
+    pub fn new(config: Config, next_seq: u64, journal: Option<Journal>, clock_seen: u64) -> Shared {
         Shared {
+            health: Health::new(config.busy_deadline),
             config,
             overlay: PendingOverlay::default(),
             metrics: Metrics::default(),
@@ -100,10 +116,13 @@ impl Shared {
                 last_at: None,
                 closed: false,
                 journal,
+                clock: Hlc::after(clock_seen),
             }),
             pending: AtomicUsize::new(0),
             pending_bytes: AtomicUsize::new(0),
             committed_seq: AtomicU64::new(0),
+            unindexed: AtomicUsize::new(0),
+            index_behind: AtomicBool::new(false),
         }
     }
 
@@ -114,7 +133,12 @@ impl Shared {
         // bound is a budget, not a synchronisation point.
         let n = self.pending.fetch_add(1, Ordering::Relaxed) + 1;
         let b = self.pending_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        if n > self.config.max_pending || b > self.config.max_pending_bytes {
+        // While indexing fails, committed saves wait in the overlay too:
+        // they count against the bound then, so the overlay cannot grow
+        // without limit (the indexer normally trails by a batch or two).
+        let index_stuck = self.index_behind.load(Ordering::Relaxed)
+            && self.unindexed.load(Ordering::Relaxed) >= self.config.max_pending;
+        if n > self.config.max_pending || b > self.config.max_pending_bytes || index_stuck {
             self.release(1, bytes);
             add(&self.metrics.rejected_overloaded, 1);
             return Err(Error::Overloaded {
@@ -130,19 +154,20 @@ impl Shared {
             return Err(Error::Closed);
         }
         let seq = inbox.next_seq;
-        inbox.next_seq += 1;
+        let hlc = inbox.clock.stamp(crate::clock::now_us());
         // Journal first, under this lock (journal order is sequence order):
         // once `save` returns, the save survives a crash of this process.
         if let Some(journal) = inbox.journal.as_mut() {
-            if let Err(e) = journal.append(seq, &payload) {
+            if let Err(e) = journal.append(seq, hlc, &payload) {
                 drop(inbox);
                 self.release(1, bytes);
                 tracing::error!(error = %e, "journal append failed; save refused");
                 return Err(e);
             }
         }
+        inbox.next_seq += 1;
         self.overlay.insert(seq, payload.clone());
-        let (resolver, receipt) = receipt(seq);
+        let (resolver, receipt) = receipt(seq, self.health.subscribe());
         // tokio's clock: the paused test clock when called on a paused
         // runtime, the real one anywhere else.
         let now = Instant::now();
@@ -150,7 +175,7 @@ impl Shared {
         inbox.last_at = Some(now);
         let was_empty = inbox.ops.is_empty();
         inbox.ops.push(QueuedOp {
-            op: StoreOp { seq, payload },
+            op: StoreOp { seq, hlc, payload },
             resolver,
         });
         inbox.bytes += bytes;
@@ -252,16 +277,14 @@ impl Shared {
         }
     }
 
-    /// With `JournalSync::Batch`: forces the journal to disk (outside the
-    /// ingress lock).
+    /// With `JournalSync::Batch`: forces every segment written since the
+    /// last flush to disk (outside the ingress lock).
     pub fn sync_journal(&self) {
-        let handle = self
-            .inbox
-            .lock()
-            .journal
-            .as_ref()
-            .and_then(|j| j.sync_handle());
-        if let Some(map) = handle {
+        let handles = match self.inbox.lock().journal.as_mut() {
+            Some(j) => j.sync_handles(),
+            None => return,
+        };
+        for map in handles {
             if let Err(e) = map.flush() {
                 tracing::warn!(error = %e, "journal sync failed");
             }
@@ -270,11 +293,22 @@ impl Shared {
 
     /// Removes the journal's files if everything in it is committed (clean
     /// shutdown); otherwise leaves them for the next open to replay.
+    /// Called only once no flush is in flight.
     pub fn close_journal(&self) {
         let journal = self.inbox.lock().journal.take();
         if let Some(j) = journal {
-            drop(j.remove(self.committed_seq.load(Ordering::Relaxed)));
+            drop(j.remove(self.committed_seq.load(Ordering::Relaxed), false));
         }
+    }
+
+    /// `n` committed operations went to the indexer.
+    pub fn unindexed_add(&self, n: usize) {
+        self.unindexed.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` operations were indexed (their overlay entries retired).
+    pub fn unindexed_sub(&self, n: usize) {
+        self.unindexed.fetch_sub(n, Ordering::Relaxed);
     }
 
     /// Bytes held by the journal's segment files.
@@ -312,7 +346,7 @@ mod tests {
 
     #[test]
     fn sequence_numbers_and_wake_ups() {
-        let s = Shared::new(Config::default(), 10, None);
+        let s = Shared::new(Config::default(), 10, None, 0);
         let a = s.accept(payload(&s.config, "a")).unwrap();
         let b = s.accept(payload(&s.config, "b")).unwrap();
         assert_eq!((a.receipt.seq(), a.wake), (10, true));
@@ -330,7 +364,7 @@ mod tests {
             max_pending: 2,
             ..Config::default()
         };
-        let s = Shared::new(config, 1, None);
+        let s = Shared::new(config, 1, None, 0);
         s.accept(payload(&s.config, "a")).unwrap();
         s.accept(payload(&s.config, "b")).unwrap();
         assert!(matches!(
@@ -348,7 +382,7 @@ mod tests {
 
     #[test]
     fn closed_refuses() {
-        let s = Shared::new(Config::default(), 1, None);
+        let s = Shared::new(Config::default(), 1, None, 0);
         s.accept(payload(&s.config, "a")).unwrap();
         s.close();
         assert!(matches!(
@@ -365,7 +399,7 @@ mod tests {
             max_batch: 3,
             ..Config::default()
         };
-        let s = Shared::new(config, 1, None);
+        let s = Shared::new(config, 1, None, 0);
         let wakes: Vec<bool> = (0..7)
             .map(|i| s.accept(payload(&s.config, &format!("k{i}"))).unwrap().wake)
             .collect();

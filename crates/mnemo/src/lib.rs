@@ -20,6 +20,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A search takes at most [`text::MAX_QUERY_BYTES`] (8 KiB) of text and
+//! [`text::MAX_QUERY_TERMS`] (256) distinct terms; past either it returns
+//! [`Error::InvalidInput`] for the field `query` (see [`Memory::search`]).
+//!
 //! # Layout
 //!
 //! - [`memory`]: the [`Memory`] handle: open, save, forget, get, list,
@@ -30,8 +34,17 @@
 //! - `ingress`: the one door for saves: bound, sequence number, overlay,
 //!   inbox.
 //! - [`journal`]: the crash journal: append before `save` returns, replay
-//!   on open.
+//!   on open (format, segments, recovery of damaged journals).
+//! - `clock`: the hybrid logical clock that decides which write wins across
+//!   processes.
+//! - `health`: the writer's health (stalled since, why), watched by
+//!   receipts and shutdown.
+//! - `open`: opening a database: schema, replay, index catch-up, journal.
+//! - `replay`: at open, commits the journals of engines that are gone,
+//!   and reports what could not be read.
 //! - `overlay`: the pending overlay that makes reads see unflushed saves.
+//! - `search`: the query limits, the in-memory match of pending saves, the
+//!   index query and the hybrid fusion behind [`Memory::search`].
 //! - [`batcher`]: the [`MemoryBatcher`] actor: debounce, max wait, max batch,
 //!   coalescing, one flush in flight.
 //! - `writer`: the writer thread: runs a flush, settles receipts, hands
@@ -54,9 +67,11 @@
 
 pub mod baseline;
 pub mod batcher;
+mod clock;
 pub mod config;
 pub mod embed;
 pub mod error;
+mod health;
 pub mod indexer;
 mod ingress;
 pub mod journal;
@@ -64,8 +79,11 @@ pub mod memory;
 #[cfg(feature = "minilm")]
 pub mod minilm;
 pub mod model;
+mod open;
 mod overlay;
 pub mod receipt;
+mod replay;
+mod search;
 mod sqlite;
 pub mod stats;
 mod store;
@@ -81,6 +99,11 @@ pub use journal::JournalSync;
 pub use memory::Memory;
 #[cfg(feature = "minilm")]
 pub use minilm::MiniLmEmbedder;
-pub use model::{MemoryRecord, SaveRequest, SearchHit, WriteOutcome};
+pub use model::{ListPage, MemoryRecord, SaveRequest, SearchHit, WriteOutcome};
 pub use receipt::{Receipt, ReceiptStatus};
 pub use stats::{Stats, Summary};
+
+/// Test hook: how many pending saves searches on this thread have tokenised
+/// (`tests/search_cost.rs`). Not part of the API.
+#[doc(hidden)]
+pub use overlay::tokenised_on_this_thread;

@@ -9,20 +9,18 @@ use parking_lot::Mutex;
 
 use crate::batcher::{MemoryBatcher, Shutdown, Wake};
 use crate::config::{Config, Retrieval};
-use crate::embed::{cosine, Embedder, NgramEmbedder};
+use crate::embed::{Embedder, NgramEmbedder};
 use crate::error::{Error, Result};
 use crate::indexer::RagIndexer;
 use crate::ingress::Shared;
-use crate::journal::{self, Journal, SEGMENT_BYTES};
-use crate::model::StoreOp;
 use crate::model::{
-    check_part, payload_for_forget, payload_for_save, MemoryRecord, SaveRequest, SearchHit,
+    check_part, decode_cursor, payload_for_forget, payload_for_save, ListPage, MemoryRecord,
+    SaveRequest, SearchHit,
 };
 use crate::receipt::Receipt;
+use crate::search::{self, Searcher};
 use crate::sqlite::{self, ReadPool, SqliteWriter};
-use crate::stats::{Metrics, Stats};
-use crate::store::BatchWriter;
-use crate::text::{tokens, Query};
+use crate::stats::Stats;
 use crate::writer::spawn_writer;
 
 /// A handle to an open mnemo engine. Cheap to clone; `Send + Sync`.
@@ -40,11 +38,13 @@ use crate::writer::spawn_writer;
 /// dedicated thread.
 ///
 /// **Dropping.** Dropping the last handle of an engine that runs its own
-/// system stops that system, which flushes every accepted save first (the
-/// drop blocks until then). Inside a caller's actix system the actors keep
-/// running until that system stops, and flush then. Call
-/// [`shutdown`](Memory::shutdown) to flush *and* index and to know when it
-/// is done.
+/// system stops that system, which flushes every accepted save first, the
+/// flush in flight included (the drop blocks until they are committed, or
+/// until the writer has been failing for `busy_deadline`, in which case the
+/// saves stay in the crash journal for the next open). Inside a caller's
+/// actix system the actors keep running until that system stops, and flush
+/// then, the same way. Call [`shutdown`](Memory::shutdown) to flush *and*
+/// index and to learn how that went.
 #[derive(Clone)]
 pub struct Memory {
     inner: Arc<Inner>,
@@ -145,58 +145,8 @@ impl Memory {
 
     fn start(config: Config, embedder: Option<Arc<dyn Embedder>>) -> Result<Memory> {
         config.validate()?;
-        if let Some(parent) = config.path.parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent)?;
-            }
-        }
-        let mut store = SqliteWriter::open(&config)?;
-        let replayed = replay_orphans(&mut store, &config)?;
-        if replayed.records > 0 || replayed.dropped_bytes > 0 {
-            tracing::info!(
-                journals = replayed.journals,
-                replayed = replayed.records,
-                already_committed = replayed.skipped,
-                dropped_bytes = replayed.dropped_bytes,
-                "replayed journals of engines that stopped without flushing"
-            );
-        }
-        let mut index_conn = sqlite::open_connection(
-            &config.path,
-            config.synchronous,
-            sqlite::busy_slice(config.busy_deadline),
-        )?;
-        if sqlite::reset_index_if_stale(&index_conn)? {
-            tracing::info!("the text normaliser changed: rebuilding the search index");
-        }
-        let caught_up = sqlite::index_pending_with(
-            &mut index_conn,
-            2_000,
-            config.busy_deadline,
-            embedder.as_deref(),
-        )?;
-        if caught_up.rows > 0 {
-            tracing::info!(
-                rows = caught_up.rows,
-                "indexed rows committed before this open"
-            );
-        }
-        let (watermark, last_change) = sqlite::index_position(&index_conn)?;
-        let next_seq = sqlite::last_seq(store.connection())? + 1;
-        let journal = if config.journal {
-            let j = Journal::create(&config.path, config.journal_sync, SEGMENT_BYTES)?;
-            store.set_journal(Some(j.id().to_owned()));
-            Some(j)
-        } else {
-            None
-        };
-        let shared = Arc::new(Shared::new(config.clone(), next_seq, journal));
-        shared
-            .metrics
-            .replayed
-            .store(replayed.records, std::sync::atomic::Ordering::Relaxed);
-        Metrics::set_max(&shared.metrics.index_watermark, watermark);
-        Metrics::set_max(&shared.metrics.committed_change, last_change);
+        let (shared, store, index_conn) = crate::open::prepare(&config, embedder.as_deref())
+            .map_err(|e| sqlite::open_error(&config.path, e))?;
         let parts = Parts {
             shared: shared.clone(),
             store,
@@ -230,7 +180,7 @@ impl Memory {
                 }),
             )
         };
-        tracing::debug!(path = %config.path.display(), next_seq, "mnemo open");
+        tracing::debug!(path = %config.path.display(), "mnemo open");
         Ok(Memory {
             inner: Arc::new(Inner {
                 shared,
@@ -300,6 +250,11 @@ impl Memory {
 
     /// Every memory of a namespace, or of one category in it, ordered by
     /// category and key, pending saves included.
+    ///
+    /// **Unbounded**: it returns the whole namespace in one `Vec` (4,000
+    /// memories of 64 KiB are 256 MiB). Anything that answers a caller it
+    /// does not control (a tool, a server) should use
+    /// [`list_page`](Memory::list_page).
     pub fn list(&self, namespace: &str, category: Option<&str>) -> Result<Vec<MemoryRecord>> {
         let c = &self.inner.shared.config;
         check_part("namespace", namespace, c.max_key_part_bytes)?;
@@ -325,6 +280,95 @@ impl Memory {
         Ok(merged.into_values().collect())
     }
 
+    /// One page of [`list`](Memory::list): at most `limit` memories
+    /// (default [`ListPage::DEFAULT_LIMIT`], 1..=[`ListPage::MAX_LIMIT`])
+    /// that sort after `cursor` (by category, then key), pending saves
+    /// included and pending forgets hidden exactly as `list` does. Pass the
+    /// page's [`next_cursor`](ListPage::next_cursor) to get the next one;
+    /// `None` starts at the beginning. A page is exact: it holds `limit`
+    /// memories whenever that many follow the cursor, and `next_cursor` is
+    /// `None` only when nothing does.
+    ///
+    /// Pages are read one at a time, not from a snapshot: a memory saved or
+    /// forgotten between two calls shows up (or goes) if it sorts after the
+    /// cursor. A limit out of range is an [`Error::InvalidInput`] for
+    /// `limit`, a cursor that is not a `next_cursor` one for `cursor`.
+    ///
+    /// Blocks on one SQLite read (a keyset read on the key index: its cost
+    /// is the page, not the namespace).
+    pub fn list_page(
+        &self,
+        namespace: &str,
+        category: Option<&str>,
+        limit: Option<usize>,
+        cursor: Option<&str>,
+    ) -> Result<ListPage> {
+        let c = &self.inner.shared.config;
+        check_part("namespace", namespace, c.max_key_part_bytes)?;
+        if let Some(cat) = category {
+            check_part("category", cat, c.max_key_part_bytes)?;
+        }
+        let limit = limit.unwrap_or(ListPage::DEFAULT_LIMIT);
+        if !(1..=ListPage::MAX_LIMIT).contains(&limit) {
+            return Err(Error::invalid(
+                "limit",
+                format!(
+                    "must be between 1 and {} (got {limit})",
+                    ListPage::MAX_LIMIT
+                ),
+            ));
+        }
+        let after = cursor
+            .map(|cur| decode_cursor(cur, c.max_key_part_bytes))
+            .transpose()?;
+        let after_ref = after.as_ref().map(|(ac, ak)| (ac.as_str(), ak.as_str()));
+        let follows = |cat: &str, key: &str| after_ref.is_none_or(|bound| (cat, key) > bound);
+        // The overlay before SQLite, as in `list`: an entry retires only
+        // after its commit, so nothing falls between the two reads.
+        let fresh: Vec<_> = self
+            .inner
+            .shared
+            .overlay
+            .snapshot(namespace, category)
+            .into_iter()
+            .filter(|e| follows(&e.payload.category, &e.payload.key))
+            .collect();
+        // Each pending forget may hide one stored row: read that many more,
+        // and one past the page to learn whether another page follows.
+        let hidden = fresh.iter().filter(|e| e.payload.value.is_none()).count();
+        let stored = self.inner.reads.with(|conn| {
+            sqlite::list_page(conn, namespace, category, after_ref, limit + 1 + hidden)
+        })?;
+        let mut merged: std::collections::BTreeMap<(String, String), MemoryRecord> = stored
+            .into_iter()
+            .map(|r| ((r.category.clone(), r.key.clone()), r))
+            .collect();
+        for e in fresh {
+            let k = (e.payload.category.clone(), e.payload.key.clone());
+            match e.record() {
+                Some(r) => merged.insert(k, r),
+                None => merged.remove(&k),
+            };
+        }
+        // Exact: if SQLite returned all it was asked for, at least
+        // `limit + 1` of its rows survived the forgets, and any row it did
+        // not return sorts after them; so the first `limit + 1` merged
+        // entries are the true ones.
+        let mut records: Vec<MemoryRecord> = merged.into_values().take(limit + 1).collect();
+        let next_cursor = if records.len() > limit {
+            records.truncate(limit);
+            records
+                .last()
+                .map(|r| ListPage::cursor_after(&r.category, &r.key))
+        } else {
+            None
+        };
+        Ok(ListPage {
+            records,
+            next_cursor,
+        })
+    }
+
     /// Every namespace that holds at least one memory (pending saves
     /// included), in order. For tools that walk the whole database, such as
     /// export.
@@ -337,7 +381,7 @@ impl Memory {
         // A namespace whose only entries are pending forgets may be empty.
         let mut out = Vec::with_capacity(all.len());
         for ns in all {
-            if !self.list(&ns, None)?.is_empty() {
+            if !self.list_page(&ns, None, Some(1), None)?.records.is_empty() {
                 out.push(ns);
             }
         }
@@ -346,20 +390,31 @@ impl Memory {
 
     /// Searches a namespace's memories for the words of `query` (any text:
     /// quotes, `*`, `NEAR`, parentheses and SQL are just words), optionally in
-    /// one category; at most `limit` hits (1..=1000), best first.
+    /// one category; at most `limit` hits (1..=1000), best first. Blocks for
+    /// the read (a pooled connection; never waits for a flush).
+    ///
+    /// **Limits.** `query` may hold at most
+    /// [`MAX_QUERY_BYTES`](crate::text::MAX_QUERY_BYTES) (8 KiB) of text and
+    /// [`MAX_QUERY_TERMS`](crate::text::MAX_QUERY_TERMS) (256) distinct terms
+    /// (words or phrases after duplicates and English function words are
+    /// dropped; a CJK run counts one term per pair of characters). Past
+    /// either, [`Error::InvalidInput`] on the field `query`; nothing is
+    /// truncated. A query of only punctuation returns no hits.
     ///
     /// [`Retrieval::Lexical`] (the default): memories saved a moment ago,
     /// not yet in the index, are matched in memory and ranked first; indexed
     /// ones follow by bm25 (key and category weigh more than the value), then
-    /// recency.
+    /// recency. A pending save is tokenised by the first search that needs
+    /// it, once; each later search costs a lookup per term in it.
     ///
     /// [`Retrieval::Hybrid`]: two rankings fused by reciprocal-rank fusion
     /// (score = Σ 1/(60 + rank)): the lexical one above (pending matches
     /// first, then bm25), and the vector one: indexed memories and pending
-    /// saves (embedded now; they are few) by cosine similarity to the
-    /// query's vector, those at least 0.05 similar. A memory found by
-    /// either side can be returned; one found by both ranks higher. Each
-    /// hit's [`score`](SearchHit::score) is then its fused score.
+    /// saves (embedded once, by the first search that needs them) by cosine
+    /// similarity to the query's vector, those at least 0.05 similar. A
+    /// memory found by either side can be returned; one found by both ranks
+    /// higher. Each hit's [`score`](SearchHit::score) is then its fused
+    /// score.
     pub fn search(
         &self,
         namespace: &str,
@@ -375,151 +430,13 @@ impl Memory {
         if limit == 0 || limit > 1000 {
             return Err(Error::invalid("limit", "must be between 1 and 1000"));
         }
-        let q = Query::parse(query);
-        if q.is_empty() {
-            return Ok(Vec::new());
+        let q = search::parse_query(query)?;
+        Searcher {
+            overlay: &self.inner.shared.overlay,
+            reads: &self.inner.reads,
+            embedder: self.inner.embedder.as_deref(),
         }
-        // Snapshot the overlay before querying the index: an entry retires
-        // only after the index has it, so nothing falls between the two.
-        let fresh = self.inner.shared.overlay.snapshot(namespace, category);
-        let shadowed: std::collections::HashSet<(&str, &str)> = fresh
-            .iter()
-            .map(|e| (e.payload.category.as_str(), e.payload.key.as_str()))
-            .collect();
-        let mut hits = score_fresh(&q, &fresh);
-        hits.sort_by(|a, b| {
-            b.score
-                .total_cmp(&a.score)
-                .then(b.record.updated_at_ms.cmp(&a.record.updated_at_ms))
-        });
-        if let Some(e) = &self.inner.embedder {
-            return self.hybrid(&**e, namespace, query, &q, category, limit, &fresh, hits);
-        }
-        hits.truncate(limit);
-        if hits.len() < limit {
-            let indexed = self.inner.reads.with(|conn| {
-                sqlite::search(conn, namespace, &q, category, limit + shadowed.len())
-            })?;
-            hits.extend(
-                indexed
-                    .into_iter()
-                    .filter(|h| {
-                        !shadowed.contains(&(h.record.category.as_str(), h.record.key.as_str()))
-                    })
-                    .take(limit - hits.len()),
-            );
-        }
-        Ok(hits)
-    }
-
-    /// The hybrid half of [`search`](Memory::search): `fresh_hits` are the
-    /// pending saves the lexical matcher found, best first.
-    #[allow(clippy::too_many_arguments)]
-    fn hybrid(
-        &self,
-        e: &dyn Embedder,
-        namespace: &str,
-        query: &str,
-        q: &Query,
-        category: Option<&str>,
-        limit: usize,
-        fresh: &[Arc<crate::overlay::OverlayEntry>],
-        fresh_hits: Vec<SearchHit>,
-    ) -> Result<Vec<SearchHit>> {
-        let shadowed: std::collections::HashSet<(&str, &str)> = fresh
-            .iter()
-            .map(|e| (e.payload.category.as_str(), e.payload.key.as_str()))
-            .collect();
-        let depth = limit.max(HYBRID_DEPTH) + shadowed.len();
-        // The query and the pending saves not embedded yet (few) in one
-        // batch: one forward pass for a neural model. A pending save keeps
-        // its vector until it retires.
-        let fresh: Vec<(&crate::overlay::OverlayEntry, MemoryRecord)> = fresh
-            .iter()
-            .filter_map(|entry| Some((&**entry, entry.record()?)))
-            .collect();
-        let missing: Vec<usize> = (0..fresh.len())
-            .filter(|&i| fresh[i].0.vector.get().is_none())
-            .collect();
-        // A query the model does not support (not its language) is not
-        // embedded: the lexical ranking alone answers it. Pending saves are,
-        // for the queries that come later.
-        let supported = e.supports(query);
-        let texts: Vec<String> = supported
-            .then(|| query.to_owned())
-            .into_iter()
-            .chain(missing.iter().map(|&i| {
-                let r = &fresh[i].1;
-                sqlite::embedding_text(&r.category, &r.key, &r.value)
-            }))
-            .collect();
-        let mut vectors = e
-            .embed_batch(&texts.iter().map(String::as_str).collect::<Vec<_>>())
-            .into_iter();
-        let mut qv = if supported {
-            vectors.next().unwrap_or_default()
-        } else {
-            vec![0.0; e.dimension()]
-        };
-        for (&i, v) in missing.iter().zip(vectors) {
-            let _ = fresh[i].0.vector.set(v);
-        }
-        let min_similarity = e.min_similarity();
-        if qv.len() != e.dimension() {
-            tracing::warn!(
-                model = e.model_id(),
-                "the embedder returned a query vector of the wrong length; lexical search only"
-            );
-            qv = vec![0.0; e.dimension()];
-        }
-        // Nothing to embed in the query (or not the model's language): no
-        // vector side at all, whatever the similarity floor.
-        let query_is_zero = crate::embed::is_zero(&qv);
-        let (indexed, nearest) = self.inner.reads.with(|conn| {
-            let indexed = sqlite::search(conn, namespace, q, category, depth)?;
-            let nearest = sqlite::vector_search(
-                conn,
-                namespace,
-                e.model_id(),
-                &qv,
-                category,
-                min_similarity,
-                depth,
-            )?;
-            Ok((indexed, nearest))
-        })?;
-        let visible = |h: &SearchHit| {
-            !shadowed.contains(&(h.record.category.as_str(), h.record.key.as_str()))
-        };
-        let lexical: Vec<SearchHit> = fresh_hits
-            .into_iter()
-            .chain(indexed.into_iter().filter(visible))
-            .collect();
-        let mut vector: Vec<(SearchHit, f32)> = fresh
-            .into_iter()
-            .filter_map(|(entry, record)| {
-                let similarity = match entry.vector.get() {
-                    Some(v) if v.len() == qv.len() && !query_is_zero => cosine(&qv, v),
-                    _ => return None,
-                };
-                (similarity >= min_similarity).then_some((
-                    SearchHit {
-                        record,
-                        score: f64::from(similarity),
-                        fresh: true,
-                    },
-                    similarity,
-                ))
-            })
-            .chain(nearest.into_iter().filter(|(h, _)| visible(h)))
-            .collect();
-        vector.sort_by(|a, b| {
-            b.1.total_cmp(&a.1)
-                .then(b.0.record.updated_at_ms.cmp(&a.0.record.updated_at_ms))
-        });
-        let mut fused = rrf([lexical, vector.into_iter().map(|(h, _)| h).collect()]);
-        fused.truncate(limit);
-        Ok(fused)
+        .search(namespace, query, &q, category, limit)
     }
 
     /// The engine's counters right now. Never blocks on SQLite.
@@ -531,6 +448,9 @@ impl Memory {
         s.pending_bytes = bytes;
         s.overlay_keys = shared.overlay.len();
         s.journal_bytes = shared.journal_bytes();
+        let health = shared.health.get();
+        s.writer_stalled_ms = health.stalled_for().as_millis() as u64;
+        s.writer_stall_reason = health.reason;
         s
     }
 
@@ -555,14 +475,25 @@ impl Memory {
     /// Refuses new saves ([`Error::Closed`]), flushes every accepted save,
     /// waits until the index has caught up, and stops the engine. Every
     /// receipt is resolved when this returns. Idempotent.
+    ///
+    /// Errors: [`Error::NotCommittedYet`] when the writer kept failing (a
+    /// locked database, a full disk) for `busy_deadline` while stopping: the
+    /// saves it could not commit are kept in the crash journal, and the next
+    /// open of the database commits them ([`Error::WriteFailed`] instead when
+    /// the journal is off: they are lost). [`Error::NotIndexed`] when
+    /// everything was committed but the index could not catch up (the next
+    /// open indexes it).
     pub async fn shutdown(&self) -> Result<()> {
+        let shared = &self.inner.shared;
         let result = match self.inner.batcher.send(Shutdown).await {
             Ok(r) => r,
-            // Already stopped: its `stopping` hook flushed.
+            // Already stopped: its `stopping` hook flushed, or gave up.
+            Err(_) if shared.health.abandoned() => Err(shared.health.get().not_committed()),
             Err(_) => Ok(()),
         };
-        // Everything accepted is settled: the journal can go.
-        self.inner.shared.close_journal();
+        // Everything accepted is settled: the journal goes, or stays for the
+        // next open if it holds saves the writer gave up on.
+        shared.close_journal();
         if let Some(own) = &self.inner.own_system {
             own.stop_and_join();
         }
@@ -582,238 +513,10 @@ impl Memory {
     }
 }
 
-/// Reciprocal-rank fusion's constant: a hit at rank r (1-based) of a list
-/// scores 1/(RRF_K + r).
-const RRF_K: f64 = 60.0;
-
-/// Hits each side of a hybrid search contributes (at least; more if pending
-/// saves shadow indexed ones).
-const HYBRID_DEPTH: usize = 20;
-
-/// Fuses ranked lists by reciprocal-rank fusion: each hit scores the sum of
-/// 1/(RRF_K + rank) over the lists it is in; best first. Ties (with two
-/// lists, two hits at ranks 1 and 2 swapped) go to the first list's order,
-/// then to recency. A hit is identified by (category, key) (one namespace);
-/// `score` is the fused score, `fresh` is kept from the first list that had
-/// it.
-fn rrf<const N: usize>(lists: [Vec<SearchHit>; N]) -> Vec<SearchHit> {
-    // (hit, rank in the first list or MAX)
-    let mut fused: Vec<(SearchHit, usize)> = Vec::new();
-    let mut at: std::collections::HashMap<(String, String), usize> =
-        std::collections::HashMap::new();
-    for (list_no, list) in lists.into_iter().enumerate() {
-        for (rank, hit) in list.into_iter().enumerate() {
-            let add = 1.0 / (RRF_K + rank as f64 + 1.0);
-            let first = if list_no == 0 { rank } else { usize::MAX };
-            let k = (hit.record.category.clone(), hit.record.key.clone());
-            match at.get(&k) {
-                Some(&i) => {
-                    fused[i].0.score += add;
-                    fused[i].1 = fused[i].1.min(first);
-                }
-                None => {
-                    at.insert(k, fused.len());
-                    fused.push((SearchHit { score: add, ..hit }, first));
-                }
-            }
-        }
-    }
-    fused.sort_by(|(a, ra), (b, rb)| {
-        b.score
-            .total_cmp(&a.score)
-            .then(ra.cmp(rb))
-            .then(b.record.updated_at_ms.cmp(&a.record.updated_at_ms))
-    });
-    fused.into_iter().map(|(h, _)| h).collect()
-}
-
-/// Field weights for matches in memories the index has not seen yet: the
-/// same as the index's bm25 weights (key 3, category 2, value 1).
-const FRESH_FIELD_WEIGHTS: [f64; 3] = [3.0, 2.0, 1.0];
-
-/// Scores the overlay's memories that match `q`, bm25-like: each query term
-/// found counts its best field's weight times its rarity among the
-/// memories searched (a word every pending memory shares counts little).
-/// Terms are matched per field, as FTS5 does, never across a field boundary.
-fn score_fresh(q: &Query, fresh: &[Arc<crate::overlay::OverlayEntry>]) -> Vec<SearchHit> {
-    let candidates: Vec<(MemoryRecord, Vec<f64>)> = fresh
-        .iter()
-        .filter_map(|e| {
-            let record = e.record()?;
-            let fields = [
-                q.term_hits(&tokens(&record.key)),
-                q.term_hits(&tokens(&record.category)),
-                q.term_hits(&tokens(&record.value)),
-            ];
-            let best: Vec<f64> = (0..fields[0].len())
-                .map(|t| {
-                    (0..3)
-                        .filter(|&f| fields[f][t])
-                        .map(|f| FRESH_FIELD_WEIGHTS[f])
-                        .fold(0.0, f64::max)
-                })
-                .collect();
-            best.iter().any(|&w| w > 0.0).then_some((record, best))
-        })
-        .collect();
-    let n = fresh.len() as f64;
-    let terms = candidates.first().map_or(0, |(_, w)| w.len());
-    let idf: Vec<f64> = (0..terms)
-        .map(|t| {
-            let df = candidates.iter().filter(|(_, w)| w[t] > 0.0).count() as f64;
-            (1.0 + (n - df + 0.5) / (df + 0.5)).ln()
-        })
-        .collect();
-    candidates
-        .into_iter()
-        .map(|(record, w)| SearchHit {
-            score: w.iter().zip(&idf).map(|(w, i)| w * i).sum(),
-            record,
-            fresh: true,
-        })
-        .collect()
-}
-
-/// What replaying orphaned journals did.
-#[derive(Debug, Default)]
-struct Replay {
-    journals: usize,
-    records: u64,
-    skipped: u64,
-    dropped_bytes: usize,
-}
-
-/// Commits the saves of journals whose engine is gone (killed before its
-/// flush), exactly once: records at or below the journal's committed mark are
-/// skipped, and each replayed batch moves the mark in its own transaction,
-/// so a crash during replay replays only the rest.
-fn replay_orphans(store: &mut SqliteWriter, config: &Config) -> Result<Replay> {
-    let mut report = Replay::default();
-    if !config.journal {
-        return Ok(report);
-    }
-    for orphan in journal::orphans(&config.path)? {
-        report.journals += 1;
-        if orphan.dropped > 0 {
-            tracing::warn!(
-                journal = %orphan.id,
-                bytes = orphan.dropped,
-                "journal tail damaged (torn or corrupt record); the valid prefix is replayed"
-            );
-        }
-        report.dropped_bytes += orphan.dropped;
-        let mark = sqlite::journal_mark(store.connection(), &orphan.id)?;
-        let ops: Vec<StoreOp> = orphan
-            .records
-            .iter()
-            .filter(|r| r.seq > mark)
-            .map(|r| StoreOp {
-                seq: r.seq,
-                payload: Arc::new(r.payload.clone()),
-            })
-            .collect();
-        report.skipped += (orphan.records.len() - ops.len()) as u64;
-        store.set_journal(Some(orphan.id.clone()));
-        for chunk in ops.chunks(config.max_batch) {
-            store.write_batch(chunk).map_err(Error::from)?;
-            report.records += chunk.len() as u64;
-        }
-        store.set_journal(None);
-        sqlite::drop_journal_mark(store.connection(), &orphan.id)?;
-        orphan.remove();
-    }
-    sqlite::prune_journal_marks(store.connection(), &journal::dir_for(&config.path))?;
-    Ok(report)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::SaveRequest;
-
-    fn hit(key: &str, at: i64) -> SearchHit {
-        SearchHit {
-            record: MemoryRecord {
-                namespace: "n".into(),
-                category: "c".into(),
-                key: key.into(),
-                value: "v".into(),
-                metadata: None,
-                version: None,
-                updated_at_ms: at,
-            },
-            score: 0.0,
-            fresh: false,
-        }
-    }
-
-    fn keys(hits: &[SearchHit]) -> Vec<&str> {
-        hits.iter().map(|h| h.record.key.as_str()).collect()
-    }
-
-    #[test]
-    fn rrf_sums_reciprocal_ranks_and_breaks_ties_by_the_lexical_order() {
-        let fused = rrf([
-            vec![hit("a", 1), hit("b", 2), hit("c", 3)],
-            vec![hit("b", 2), hit("a", 1), hit("d", 4)],
-        ]);
-        // a and b tie (1/61 + 1/62): the first list's order wins over
-        // recency; c and d tie too (1/63): c is in the first list.
-        assert_eq!(keys(&fused), ["a", "b", "c", "d"]);
-        assert!((fused[0].score - (1.0 / 61.0 + 1.0 / 62.0)).abs() < 1e-12);
-        let fused = rrf([vec![hit("a", 1), hit("b", 2)], vec![hit("b", 2)]]);
-        assert_eq!(keys(&fused), ["b", "a"], "found by both sides ranks first");
-    }
-
-    #[test]
-    fn hybrid_search_finds_typos_pending_and_indexed_and_forgets() -> Result<()> {
-        let dir = tempfile::tempdir()?;
-        let config = Config {
-            retrieval: Retrieval::Hybrid,
-            ..Config::new(dir.path().join("h.db"))
-        };
-        actix::System::new().block_on(async move {
-            let memory = Memory::open(config)?;
-            let r1 = memory.save(SaveRequest::new(
-                "u",
-                "hobbies",
-                "gardening",
-                "Grows tomatoes and basil on the balcony",
-            ))?;
-            let r2 = memory.save(SaveRequest::new(
-                "u",
-                "travel",
-                "passport",
-                "Passport expires in November",
-            ))?;
-            // Pending: embedded at query time. A typo with no exact word.
-            let hits = memory.search("u", "tomatos", None, 5)?;
-            assert_eq!(
-                hits.first().map(|h| (h.record.key.as_str(), h.fresh)),
-                Some(("gardening", true))
-            );
-            memory.flush();
-            r1.indexed().await?;
-            r2.indexed().await?;
-            let hits = memory.search("u", "tomatos", None, 5)?;
-            assert_eq!(
-                hits.first().map(|h| (h.record.key.as_str(), h.fresh)),
-                Some(("gardening", false))
-            );
-            assert!(memory.search("other", "tomatos", None, 5)?.is_empty());
-            assert!(memory.search("u", "tomatos", Some("travel"), 5)?.is_empty());
-            let f = memory.forget("u", "hobbies", "gardening")?;
-            assert!(
-                memory.search("u", "tomatos", None, 5)?.is_empty(),
-                "a pending forget hides it"
-            );
-            memory.flush();
-            f.indexed().await?;
-            assert!(memory.search("u", "tomatos", None, 5)?.is_empty());
-            memory.shutdown().await?;
-            Ok(())
-        })
-    }
 
     #[test]
     fn vectors_are_embedded_outside_the_write_lock_when_rebuilt_and_indexed() -> Result<()> {

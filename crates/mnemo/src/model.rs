@@ -47,12 +47,91 @@ impl SaveRequest {
     /// Adds metadata given as JSON text (as an LLM tool call or a command line
     /// supplies it). Malformed JSON or a non-object is an
     /// [`Error::InvalidInput`] for `metadata`.
+    ///
+    /// An integer literal beyond 64 bits is an error too (see
+    /// [`check_metadata_json`]): parsed, it would become a rounded float.
     pub fn with_metadata_json(mut self, json: &str) -> Result<Self> {
         let value: serde_json::Value = serde_json::from_str(json)
             .map_err(|e| Error::invalid("metadata", format!("not valid JSON: {e}")))?;
+        check_metadata_json(json)?;
         self.metadata = Some(value);
         Ok(self)
     }
+}
+
+/// Checks metadata JSON text for what parsing it would silently change: an
+/// integer literal (outside strings) that fits neither `i64` nor `u64`,
+/// which `serde_json` turns into the nearest `f64`, so
+/// `12345678901234567890123` would come back as `1.2345678901234568e22`.
+/// Such metadata is an [`Error::InvalidInput`] for `metadata`; send the
+/// number as a string instead. Fractions and exponents (`0.5`, `1e30`) are
+/// floats on purpose and pass. Linear in the text; text that is not JSON
+/// passes (parsing reports it).
+pub fn check_metadata_json(json: &str) -> Result<()> {
+    match wide_integer(json) {
+        None => Ok(()),
+        Some(literal) => {
+            // A 10,000-digit literal is not repeated in full.
+            let shown = match literal.char_indices().nth(40) {
+                Some((cut, _)) => format!("{}…", &literal[..cut]),
+                None => literal.to_owned(),
+            };
+            Err(Error::invalid(
+                "metadata",
+                format!(
+                    "has the integer {shown}, an integer beyond 64 bits that would be rounded \
+                     to a float; send it as a string"
+                ),
+            ))
+        }
+    }
+}
+
+/// The first integer literal outside strings in JSON text that does not fit
+/// in 64 bits (`i64` when negative, `u64` otherwise).
+fn wide_integer(json: &str) -> Option<&str> {
+    let bytes = json.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                // Skip the string; an escape takes the byte after it along.
+                i += 1;
+                while i < bytes.len() {
+                    match bytes[i] {
+                        b'\\' => i += 2,
+                        b'"' => {
+                            i += 1;
+                            break;
+                        }
+                        _ => i += 1,
+                    }
+                }
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < bytes.len()
+                    && matches!(bytes[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
+                    i += 1;
+                }
+                // `start` and `i` sit on ASCII bytes: char boundaries.
+                let token = &json[start..i];
+                let digits = token.strip_prefix('-').unwrap_or(token);
+                let integer = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+                let fits = if token.starts_with('-') {
+                    token.parse::<i64>().is_ok()
+                } else {
+                    token.parse::<u64>().is_ok()
+                };
+                if integer && !fits {
+                    return Some(token);
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    None
 }
 
 /// A stored memory as reads return it.
@@ -74,6 +153,84 @@ pub struct MemoryRecord {
     pub version: Option<u64>,
     /// When the latest save was accepted, in milliseconds since the Unix epoch.
     pub updated_at_ms: i64,
+}
+
+/// One page of [`Memory::list_page`](crate::Memory::list_page): memories in
+/// (category, key) order, and where the next page starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListPage {
+    /// This page's memories, ordered by category, then key (byte order).
+    pub records: Vec<MemoryRecord>,
+    /// Pass it as the `cursor` of the next call to continue right after this
+    /// page; `None` when nothing follows. Opaque: lowercase hex digits and
+    /// one `.`, so it is safe in JSON, URLs and command lines.
+    pub next_cursor: Option<String>,
+}
+
+impl ListPage {
+    /// Memories per page when the caller gives no limit.
+    pub const DEFAULT_LIMIT: usize = 100;
+    /// The most memories one page may hold.
+    pub const MAX_LIMIT: usize = 1_000;
+
+    /// The cursor that continues a listing right after the memory
+    /// (`category`, `key`), for a caller that hands on only part of a page
+    /// (say, to stay under a byte budget). `next_cursor` is this for the
+    /// page's last memory.
+    pub fn cursor_after(category: &str, key: &str) -> String {
+        let mut out = String::with_capacity(2 * (category.len() + key.len()) + 1);
+        hex_into(&mut out, category);
+        out.push('.');
+        hex_into(&mut out, key);
+        out
+    }
+}
+
+fn hex_into(out: &mut String, s: &str) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in s.bytes() {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+}
+
+/// The (category, key) a cursor from [`ListPage::cursor_after`] continues
+/// after. Anything else is an [`Error::InvalidInput`] for `cursor`.
+pub(crate) fn decode_cursor(cursor: &str, max_part: usize) -> Result<(String, String)> {
+    let bad = || {
+        Error::invalid(
+            "cursor",
+            "is not a cursor from this listing; pass `next_cursor` exactly as it was returned, \
+             or leave it out to start from the beginning",
+        )
+    };
+    // Checked before decoding: an over-long cursor costs nothing.
+    if cursor.len() > 4 * max_part + 1 {
+        return Err(bad());
+    }
+    let (category, key) = cursor.split_once('.').ok_or_else(bad)?;
+    let part = |hex: &str| -> Option<String> {
+        if hex.is_empty() || !hex.len().is_multiple_of(2) || hex.len() > 2 * max_part {
+            return None;
+        }
+        let bytes = hex
+            .as_bytes()
+            .chunks(2)
+            .map(|pair| {
+                let digit = |d: u8| match d {
+                    b'0'..=b'9' => Some(d - b'0'),
+                    b'a'..=b'f' => Some(d - b'a' + 10),
+                    _ => None,
+                };
+                Some(digit(pair[0])? << 4 | digit(pair[1])?)
+            })
+            .collect::<Option<Vec<u8>>>()?;
+        String::from_utf8(bytes).ok()
+    };
+    match (part(category), part(key)) {
+        (Some(c), Some(k)) => Ok((c, k)),
+        _ => Err(bad()),
+    }
 }
 
 /// A search result: a memory and its relevance (higher is better).
@@ -125,6 +282,11 @@ pub enum WriteOutcome {
         /// The sequence number of the save that won.
         by_seq: u64,
     },
+    /// The key already holds a newer operation, accepted later by another
+    /// engine (or another process), so this one was not applied: the later
+    /// save or forget wins wherever it was accepted (see `docs/design.md`,
+    /// "which write wins").
+    Outdated,
 }
 
 /// What a queued operation does. Payloads are shared (`Arc`) between the
@@ -154,10 +316,13 @@ impl OpPayload {
     }
 }
 
-/// The queued form of a save or forget: a sequence number and its payload.
+/// The queued form of a save or forget: a sequence number, the time it was
+/// accepted on the engine's hybrid logical clock (see `crate::clock`), and
+/// its payload.
 #[derive(Debug, Clone)]
 pub(crate) struct StoreOp {
     pub seq: u64,
+    pub hlc: u64,
     pub payload: Arc<OpPayload>,
 }
 
@@ -326,6 +491,67 @@ mod tests {
             .unwrap();
         let p = payload_for_save(req, &cfg()).unwrap();
         assert_eq!(p.metadata.as_deref(), Some(r#"{"source":"voice"}"#));
+    }
+
+    #[test]
+    fn integers_beyond_64_bits_in_metadata_are_named() {
+        for wide in [
+            r#"{"n": 18446744073709551616}"#,
+            r#"{"n": -9223372036854775809}"#,
+            r#"{"a": [1, {"b": 123456789012345678901234567890}]}"#,
+        ] {
+            match SaveRequest::new("n", "c", "k", "v").with_metadata_json(wide) {
+                Err(Error::InvalidInput {
+                    field: "metadata",
+                    reason,
+                }) => assert!(reason.contains("integer beyond 64 bits"), "{reason}"),
+                other => panic!("{wide}: {other:?}"),
+            }
+        }
+        for fine in [
+            r#"{"n": 18446744073709551615, "m": -9223372036854775808}"#,
+            r#"{"f": 1.5e300, "g": 123456789012345678901234567890.0, "h": -0}"#,
+            r#"{"s": "123456789012345678901234567890", "e": "\"99999999999999999999"}"#,
+        ] {
+            SaveRequest::new("n", "c", "k", "v")
+                .with_metadata_json(fine)
+                .unwrap_or_else(|e| panic!("{fine}: {e}"));
+        }
+        let long = format!(r#"{{"n": {}}}"#, "9".repeat(10_000));
+        let reason = check_metadata_json(&long).unwrap_err().to_string();
+        assert!(reason.len() < 300, "{reason}");
+    }
+
+    #[test]
+    fn cursors_round_trip_and_junk_is_named() {
+        for (c, k) in [("prefs", "food"), ("پسند", "مشغلہ 🎵"), ("a.b", "c\"d")] {
+            let cursor = ListPage::cursor_after(c, k);
+            assert!(cursor.bytes().all(|b| b == b'.' || b.is_ascii_hexdigit()));
+            assert_eq!(decode_cursor(&cursor, 256).unwrap(), (c.into(), k.into()));
+        }
+        let long = ListPage::cursor_after(&"c".repeat(300), "k");
+        for junk in [
+            "",
+            ".",
+            "zz.00",
+            "6.6b",
+            "636.6b",
+            "63",
+            "ff.6b",
+            "63.",
+            long.as_str(),
+        ] {
+            assert!(
+                matches!(
+                    decode_cursor(junk, 256),
+                    Err(Error::InvalidInput {
+                        field: "cursor",
+                        ..
+                    })
+                ),
+                "{junk}"
+            );
+        }
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! An entry goes in at `save` (under the ingress lock, so overlay order is
 //! sequence order), learns its version at commit, and retires once the index
 //! reflects it — or at once if its commit failed, so reads fall back to what
-//! SQLite holds.
+//! SQLite holds. An entry also keeps what searches derive from it (its
+//! tokens, its vector), computed by the first search that needs them.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -13,6 +15,7 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::RwLock;
 
 use crate::model::{MemoryRecord, OpPayload};
+use crate::text::TokenIndex;
 
 /// (namespace, category, key)
 pub(crate) type KeyPath = (String, String, String);
@@ -28,9 +31,45 @@ pub(crate) struct OverlayEntry {
     /// only), computed by the first search that needs it: a pending save is
     /// embedded once, not once per query. Never set in `save`.
     pub vector: OnceLock<Vec<f32>>,
+    /// The key, category and value tokenised and indexed for matching,
+    /// built by the first search that needs them (see [`fields`](Self::fields)).
+    fields: OnceLock<[TokenIndex; 3]>,
+}
+
+thread_local! {
+    /// Pending saves tokenised by searches on this thread; see
+    /// [`tokenised_on_this_thread`].
+    static TOKENISED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many pending saves searches on the calling thread have tokenised
+/// since it started. A test hook (`tests/search_cost.rs` checks that a
+/// pending save is tokenised once, whatever the number of searches); per
+/// thread, so tests running side by side do not count each other's.
+pub fn tokenised_on_this_thread() -> u64 {
+    TOKENISED.with(Cell::get)
 }
 
 impl OverlayEntry {
+    /// The key, category and value (in that order) tokenised and indexed for
+    /// matching, or `None` for a forget. Built by the first search that needs
+    /// them and kept until the entry retires: a pending save is tokenised
+    /// once, not once per query, and never in `save`, which stays
+    /// microseconds. A search racing the first one waits for its result
+    /// (`OnceLock` runs one initialiser).
+    pub fn fields(&self) -> Option<&[TokenIndex; 3]> {
+        let p = &self.payload;
+        let value = p.value.as_deref()?;
+        Some(self.fields.get_or_init(|| {
+            TOKENISED.with(|c| c.set(c.get() + 1));
+            [
+                TokenIndex::new(&p.key),
+                TokenIndex::new(&p.category),
+                TokenIndex::new(value),
+            ]
+        }))
+    }
+
     /// The memory this entry says the key holds, or `None` for a forget.
     pub fn record(&self) -> Option<MemoryRecord> {
         let p = &self.payload;
@@ -72,6 +111,7 @@ impl PendingOverlay {
             payload,
             version: AtomicU64::new(0),
             vector: OnceLock::new(),
+            fields: OnceLock::new(),
         });
         self.map.write().insert(k, entry);
     }
@@ -167,6 +207,23 @@ mod tests {
         );
         o.retire(&b, 2);
         assert!(o.get("n", "c", "k").is_none());
+    }
+
+    #[test]
+    fn fields_are_tokenised_once_and_not_for_a_forget() {
+        let o = PendingOverlay::default();
+        o.insert(1, op("n", "food", "likes", Some("Green TEA, no sugar")));
+        o.insert(2, op("n", "c", "gone", None));
+        let before = tokenised_on_this_thread();
+        let e = o.get("n", "food", "likes").unwrap();
+        for _ in 0..3 {
+            let fields = e.fields().unwrap();
+            let q = crate::text::Query::parse("tea");
+            assert_eq!(q.hits_in(&fields[2]).collect::<Vec<_>>(), [true]);
+            assert_eq!(q.hits_in(&fields[0]).collect::<Vec<_>>(), [false]);
+        }
+        assert!(o.get("n", "c", "gone").unwrap().fields().is_none());
+        assert_eq!(tokenised_on_this_thread() - before, 1);
     }
 
     #[test]

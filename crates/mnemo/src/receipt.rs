@@ -4,6 +4,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::error::{Error, Failure, Result};
+use crate::health::WriterHealth;
 use crate::model::WriteOutcome;
 
 /// Where an accepted save (or forget) is on its way to the index.
@@ -31,6 +32,16 @@ pub enum ReceiptStatus {
 pub struct Receipt {
     seq: u64,
     rx: watch::Receiver<ReceiptStatus>,
+    /// The engine's writer health: a wait ends early when the writer has
+    /// been failing past the deadline.
+    health: watch::Receiver<WriterHealth>,
+}
+
+/// Which resolution a wait is for.
+#[derive(Clone, Copy, PartialEq)]
+enum Until {
+    Durable,
+    Indexed,
 }
 
 impl Receipt {
@@ -46,37 +57,58 @@ impl Receipt {
     }
 
     /// Resolves when the save's transaction committed, with what it did, or
-    /// with why it was not committed ([`Error::Busy`],
-    /// [`Error::DeadLettered`], [`Error::WriteFailed`], [`Error::Closed`]).
+    /// with why it will not be: [`Error::DeadLettered`] (the database
+    /// rejected the row for its content, the one final failure). If the
+    /// writer has been failing for longer than
+    /// [`Config::busy_deadline`](crate::Config) (a locked database, a full
+    /// disk), it stops waiting with [`Error::NotCommittedYet`]: the save is
+    /// kept and still committed later, by this process or the next open; a
+    /// later call waits again only once the writer recovers. A superseded
+    /// save resolves with the outcome of the save that replaced it.
     pub async fn durable(&self) -> Result<WriteOutcome> {
-        let mut rx = self.rx.clone();
-        let status = rx
-            .wait_for(|s| !matches!(s, ReceiptStatus::Accepted))
-            .await
-            .map(|s| s.clone())
-            .map_err(|_| Error::Closed)?;
-        match status {
-            ReceiptStatus::Durable(o) | ReceiptStatus::Indexed(o) => Ok(o),
-            ReceiptStatus::Failed(f) => Err(f.into()),
-            ReceiptStatus::Accepted => Err(Error::Closed),
-        }
+        self.wait(Until::Durable).await
     }
 
     /// Resolves when the index can find the save (for a forget: no longer
-    /// finds the key), or with why it was not committed. If the engine stops
-    /// after the commit but before indexing, this returns [`Error::Closed`];
-    /// the next open indexes the row.
+    /// finds the key), or with why it was not committed (as
+    /// [`durable`](Self::durable)). If the engine stops after the commit
+    /// but before indexing: [`Error::NotIndexed`] (the next open indexes
+    /// the row).
     pub async fn indexed(&self) -> Result<WriteOutcome> {
+        self.wait(Until::Indexed).await
+    }
+
+    async fn wait(&self, until: Until) -> Result<WriteOutcome> {
         let mut rx = self.rx.clone();
-        let status = rx
-            .wait_for(|s| matches!(s, ReceiptStatus::Indexed(_) | ReceiptStatus::Failed(_)))
-            .await
-            .map(|s| s.clone())
-            .map_err(|_| Error::Closed)?;
-        match status {
-            ReceiptStatus::Indexed(o) => Ok(o),
-            ReceiptStatus::Failed(f) => Err(f.into()),
-            _ => Err(Error::Closed),
+        let mut health = self.health.clone();
+        let mut engine_gone = false;
+        loop {
+            let status = rx.borrow_and_update().clone();
+            match status {
+                ReceiptStatus::Indexed(o) => return Ok(o),
+                ReceiptStatus::Durable(o) if until == Until::Durable => return Ok(o),
+                ReceiptStatus::Failed(f) => return Err(f.into()),
+                ReceiptStatus::Durable(_) | ReceiptStatus::Accepted => {}
+            }
+            let uncommitted = matches!(status, ReceiptStatus::Accepted);
+            if uncommitted && health.borrow_and_update().gives_up_waiting() {
+                return Err(health.borrow().not_committed());
+            }
+            tokio::select! {
+                biased;
+                changed = rx.changed() => if changed.is_err() {
+                    // The engine dropped its side without a last word.
+                    let h = health.borrow().clone();
+                    return Err(match *rx.borrow() {
+                        ReceiptStatus::Accepted if h.abandoned => h.not_committed(),
+                        ReceiptStatus::Durable(_) => Error::NotIndexed {
+                            reason: "the engine stopped before indexing it".into(),
+                        },
+                        _ => Error::Closed,
+                    });
+                },
+                gone = health.changed(), if !engine_gone => engine_gone = gone.is_err(),
+            }
         }
     }
 
@@ -120,10 +152,20 @@ impl Resolver {
     }
 }
 
-/// A new receipt and its resolver.
-pub(crate) fn receipt(seq: u64) -> (Resolver, Receipt) {
+/// A new receipt and its resolver; the receipt watches `health`.
+pub(crate) fn receipt(seq: u64, health: watch::Receiver<WriterHealth>) -> (Resolver, Receipt) {
     let (tx, rx) = watch::channel(ReceiptStatus::Accepted);
-    (Resolver(tx), Receipt { seq, rx })
+    (Resolver(tx), Receipt { seq, rx, health })
+}
+
+/// A receipt for tests: its engine is always healthy.
+#[cfg(test)]
+pub(crate) fn test_receipt(seq: u64) -> (Resolver, Receipt) {
+    let health = crate::health::Health::new(std::time::Duration::from_secs(3600));
+    let rx = health.subscribe();
+    // Keep the sender alive for the test's life: a leak in tests only.
+    std::mem::forget(health);
+    receipt(seq, rx)
 }
 
 #[cfg(test)]
@@ -132,7 +174,7 @@ mod tests {
 
     #[test]
     fn resolves_in_order_and_blocking_waits_work() {
-        let (r, receipt) = receipt(7);
+        let (r, receipt) = test_receipt(7);
         assert_eq!(receipt.seq(), 7);
         assert_eq!(receipt.status(), ReceiptStatus::Accepted);
         let clone = receipt.clone();
@@ -151,7 +193,7 @@ mod tests {
 
     #[test]
     fn failure_and_drop_are_reported() {
-        let (r, rec) = receipt(1);
+        let (r, rec) = test_receipt(1);
         r.failed(Failure::DeadLettered {
             reason: "no".into(),
         });
@@ -161,14 +203,14 @@ mod tests {
             Err(Error::DeadLettered { .. })
         ));
 
-        let (r, rec) = receipt(2);
+        let (r, rec) = test_receipt(2);
         drop(r);
         assert!(matches!(rec.wait_durable(), Err(Error::Closed)));
     }
 
     #[test]
     fn dropping_the_receipt_changes_nothing() {
-        let (r, receipt) = receipt(3);
+        let (r, receipt) = test_receipt(3);
         drop(receipt);
         r.durable(WriteOutcome::NotFound);
         r.indexed();

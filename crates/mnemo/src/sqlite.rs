@@ -26,9 +26,9 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Tran
 
 use crate::config::{Config, Synchronous};
 use crate::embed::{is_zero, to_blob, Embedder};
-use crate::error::{Failure, Result};
-use crate::model::{now_ms, MemoryRecord, SearchHit, StoreOp, WriteOutcome};
-use crate::store::{retry_busy, AttemptError, BatchReport, BatchWriter, ItemResult};
+use crate::error::Result;
+use crate::model::{now_ms, MemoryRecord, OpPayload, SearchHit, StoreOp, WriteOutcome};
+use crate::store::{retry_busy, AttemptError, BatchReport, BatchWriter, Fault, ItemResult};
 use crate::text::{namespace_token, normalize, Query};
 
 const SCHEMA: &str = r#"
@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS memories (
     created_at  INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL,
     deleted     INTEGER NOT NULL DEFAULT 0,
+    hlc         INTEGER NOT NULL DEFAULT 0,
     UNIQUE (namespace, category, key)
 );
 CREATE INDEX IF NOT EXISTS memories_by_change ON memories (change_seq);
@@ -67,7 +68,7 @@ CREATE TABLE IF NOT EXISTS journal_marks (
     journal TEXT PRIMARY KEY,
     seq     INTEGER NOT NULL
 ) WITHOUT ROWID;
-INSERT OR IGNORE INTO meta (name, value) VALUES ('next_change', 1), ('index_watermark', 0), ('last_seq', 0);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('next_change', 1), ('index_watermark', 0), ('last_seq', 0), ('max_hlc', 0);
 CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5 (
     ns, key, category, value,
     content = '', contentless_delete = 1, tokenize = 'ascii'
@@ -151,18 +152,34 @@ pub(crate) fn migrate(conn: &Connection) -> Result<()> {
     if version >= SCHEMA_VERSION {
         return Ok(());
     }
-    conn.execute_batch(&format!(
-        "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-    ))
-    .inspect_err(|_| {
+    let upgrade = || -> rusqlite::Result<()> {
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA}"))?;
+        let has_hlc: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('memories') WHERE name = 'hlc')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_hlc {
+            // Version 2 → 3: rows written before the clock get their
+            // acceptance time as their stamp (see `crate::clock`).
+            conn.execute_batch(
+                "ALTER TABLE memories ADD COLUMN hlc INTEGER NOT NULL DEFAULT 0;
+                 UPDATE memories SET hlc = (updated_at * 1000) << 10;
+                 UPDATE meta SET value = (SELECT coalesce(max(hlc), 0) FROM memories)
+                 WHERE name = 'max_hlc';",
+            )?;
+        }
+        conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
+    };
+    upgrade().inspect_err(|_| {
         let _ = conn.execute_batch("ROLLBACK");
     })?;
     Ok(())
 }
 
 /// Bumped when the schema changes; stored in SQLite's `user_version`.
-/// 2: `vector_models`.
-const SCHEMA_VERSION: i64 = 2;
+/// 2: `vector_models`. 3: `memories.hlc`, `meta.max_hlc`.
+const SCHEMA_VERSION: i64 = 3;
 
 fn meta(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
     conn.prepare_cached("SELECT value FROM meta WHERE name = ?1")?
@@ -180,8 +197,97 @@ pub(crate) fn last_seq(conn: &Connection) -> Result<u64> {
     Ok(meta(conn, "last_seq")?.max(0) as u64)
 }
 
+/// The largest operation stamp committed by any engine on this database.
+pub(crate) fn max_hlc(conn: &Connection) -> Result<u64> {
+    Ok(meta(conn, "max_hlc")?.max(0) as u64)
+}
+
+/// Says in plain words why a database could not be opened: not a database,
+/// corrupt, read-only (the file or its file system), no permission.
+pub(crate) fn open_error(path: &Path, e: crate::Error) -> crate::Error {
+    if matches!(e, crate::Error::Open { .. } | crate::Error::DiskFull { .. }) {
+        return e;
+    }
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return crate::Error::Open {
+            path: path.to_owned(),
+            reason: format!("it is not a regular file (a device or a folder?): {e}"),
+        };
+    }
+    let reason = match &e {
+        crate::Error::Sqlite(s) => match s.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase) => {
+                "it is not an SQLite database (or its header is damaged)".to_owned()
+            }
+            Some(ErrorCode::DatabaseCorrupt) => "the database file is corrupt".to_owned(),
+            Some(ErrorCode::ReadOnly) => read_only_reason(path),
+            Some(ErrorCode::CannotOpen) if is_read_only_fs(path) => read_only_reason(path),
+            Some(ErrorCode::CannotOpen) => {
+                format!("the file cannot be opened (missing folder or no permission): {s}")
+            }
+            Some(ErrorCode::PermissionDenied) => format!("permission denied: {s}"),
+            _ => return e,
+        },
+        crate::Error::Io(io) if io.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {
+            read_only_reason(path)
+        }
+        crate::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+            format!("permission denied: {io}")
+        }
+        _ => return e,
+    };
+    crate::Error::Open {
+        path: path.to_owned(),
+        reason,
+    }
+}
+
+fn read_only_reason(path: &Path) -> String {
+    if is_read_only_fs(path) {
+        "it is on a read-only file system; mnemo needs to write beside it (WAL, crash journal)"
+            .to_owned()
+    } else {
+        "the file (or its folder) is read-only; mnemo needs to write to it".to_owned()
+    }
+}
+
+/// Whether the file system holding `path` (or its folder) is mounted
+/// read-only.
+fn is_read_only_fs(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let probe = if path.exists() {
+            path.to_owned()
+        } else {
+            match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+                _ => std::path::PathBuf::from("."),
+            }
+        };
+        let Ok(c) = std::ffi::CString::new(probe.as_os_str().as_bytes()) else {
+            return false;
+        };
+        let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+        // SAFETY: `c` is a NUL-terminated path and `st` points to writable
+        // memory the size of a statvfs; read only if the call succeeded.
+        let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+        // SAFETY: initialised by the successful call above.
+        rc == 0 && unsafe { st.assume_init() }.f_flag & libc::ST_RDONLY != 0
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        false
+    }
+}
+
 /// Sorts an error into what the retry loop should do with it.
 fn classify(e: rusqlite::Error) -> AttemptError {
+    classify_ref(&e)
+}
+
+fn classify_ref(e: &rusqlite::Error) -> AttemptError {
     match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => AttemptError::Busy,
         Some(
@@ -198,10 +304,12 @@ fn classify(e: rusqlite::Error) -> AttemptError {
     }
 }
 
+/// Applies a save if it is at least as new as what the row holds (by
+/// stamp) and changes something. Returns the new version, or no row.
 const UPSERT: &str = "
 INSERT INTO memories (namespace, category, key, value, metadata, version, seq, change_seq,
-                      created_at, updated_at, deleted)
-VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, ?8, 0)
+                      created_at, updated_at, deleted, hlc)
+VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, ?8, 0, ?9)
 ON CONFLICT (namespace, category, key) DO UPDATE SET
     value = excluded.value,
     metadata = excluded.metadata,
@@ -210,20 +318,52 @@ ON CONFLICT (namespace, category, key) DO UPDATE SET
     change_seq = excluded.change_seq,
     updated_at = excluded.updated_at,
     created_at = CASE WHEN memories.deleted THEN excluded.created_at ELSE memories.created_at END,
-    deleted = 0
-WHERE memories.deleted = 1
-   OR memories.value IS NOT excluded.value
-   OR memories.metadata IS NOT excluded.metadata
+    deleted = 0,
+    hlc = excluded.hlc
+WHERE excluded.hlc >= memories.hlc
+  AND (memories.deleted = 1
+       OR memories.value IS NOT excluded.value
+       OR memories.metadata IS NOT excluded.metadata)
 RETURNING version";
 
+/// Applies a forget to a live row at most as new as the forget.
 const FORGET: &str = "
 UPDATE memories SET deleted = 1, value = '', metadata = NULL, version = version + 1,
-                    seq = ?4, change_seq = ?5, updated_at = ?6
-WHERE namespace = ?1 AND category = ?2 AND key = ?3 AND deleted = 0
+                    seq = ?4, change_seq = ?5, updated_at = ?6, hlc = ?7
+WHERE namespace = ?1 AND category = ?2 AND key = ?3 AND deleted = 0 AND hlc <= ?7
 RETURNING version";
 
-/// Applies one operation inside the open transaction. `next_change` is
-/// advanced only when a row actually changed.
+/// The stamp a key's row holds, whether it is a tombstone, and its version.
+fn row_state(conn: &Connection, p: &OpPayload) -> rusqlite::Result<Option<(u64, bool, u64)>> {
+    conn.prepare_cached(
+        "SELECT hlc, deleted, version FROM memories
+         WHERE namespace = ?1 AND category = ?2 AND key = ?3",
+    )?
+    .query_row(params![p.namespace, p.category, p.key], |r| {
+        Ok((
+            r.get::<_, i64>(0)? as u64,
+            r.get(1)?,
+            r.get::<_, i64>(2)? as u64,
+        ))
+    })
+    .optional()
+}
+
+/// Raises a row's stamp to `hlc` without a new version or change: the row
+/// already says what the operation says, and must now count as that new.
+fn touch(conn: &Connection, p: &OpPayload, hlc: u64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE memories SET hlc = ?4
+         WHERE namespace = ?1 AND category = ?2 AND key = ?3 AND hlc < ?4",
+    )?
+    .execute(params![p.namespace, p.category, p.key, hlc as i64])?;
+    Ok(())
+}
+
+/// Applies one operation inside the open transaction, by the rule of which
+/// write wins (see `crate::clock`): a row takes an operation only if its
+/// stamp is at least the row's. `next_change` is advanced only when a row
+/// actually changed.
 fn apply_one(
     conn: &Connection,
     op: &StoreOp,
@@ -231,6 +371,7 @@ fn apply_one(
 ) -> rusqlite::Result<WriteOutcome> {
     let p = &op.payload;
     let seq = op.seq as i64;
+    let hlc = op.hlc as i64;
     match &p.value {
         Some(value) => {
             let version: Option<i64> = conn
@@ -244,46 +385,73 @@ fn apply_one(
                         p.metadata,
                         seq,
                         *next_change,
-                        p.at_ms
+                        p.at_ms,
+                        hlc
                     ],
                     |r| r.get(0),
                 )
                 .optional()?;
-            match version {
-                Some(v) => {
-                    *next_change += 1;
-                    let version = v as u64;
-                    Ok(if version == 1 {
-                        WriteOutcome::Inserted { version }
-                    } else {
-                        WriteOutcome::Updated { version }
-                    })
+            if let Some(v) = version {
+                *next_change += 1;
+                let version = v as u64;
+                return Ok(if version == 1 {
+                    WriteOutcome::Inserted { version }
+                } else {
+                    WriteOutcome::Updated { version }
+                });
+            }
+            // Not applied: the row is newer, or already holds this value.
+            match row_state(conn, p)? {
+                Some((row_hlc, _, _)) if row_hlc > op.hlc => Ok(WriteOutcome::Outdated),
+                Some((_, _, version)) => {
+                    touch(conn, p, op.hlc)?;
+                    Ok(WriteOutcome::Unchanged { version })
                 }
-                None => {
-                    let v: i64 = conn
-                        .prepare_cached(
-                            "SELECT version FROM memories WHERE namespace = ?1 AND category = ?2 AND key = ?3",
-                        )?
-                        .query_row(params![p.namespace, p.category, p.key], |r| r.get(0))?;
-                    Ok(WriteOutcome::Unchanged { version: v as u64 })
-                }
+                // The upsert inserts when there is no row: not reached.
+                None => Ok(WriteOutcome::Outdated),
             }
         }
         None => {
             let version: Option<i64> = conn
                 .prepare_cached(FORGET)?
                 .query_row(
-                    params![p.namespace, p.category, p.key, seq, *next_change, p.at_ms],
+                    params![
+                        p.namespace,
+                        p.category,
+                        p.key,
+                        seq,
+                        *next_change,
+                        p.at_ms,
+                        hlc
+                    ],
                     |r| r.get(0),
                 )
                 .optional()?;
-            Ok(match version {
-                Some(v) => {
-                    *next_change += 1;
-                    WriteOutcome::Deleted { version: v as u64 }
+            if let Some(v) = version {
+                *next_change += 1;
+                return Ok(WriteOutcome::Deleted { version: v as u64 });
+            }
+            match row_state(conn, p)? {
+                Some((row_hlc, _, _)) if row_hlc > op.hlc => Ok(WriteOutcome::Outdated),
+                Some(_) => {
+                    // Already a tombstone: it now stands for this forget.
+                    touch(conn, p, op.hlc)?;
+                    Ok(WriteOutcome::NotFound)
                 }
-                None => WriteOutcome::NotFound,
-            })
+                None => {
+                    // Nothing to forget here, but a save of this key accepted
+                    // earlier may still arrive (another process's journal):
+                    // a tombstone keeps it from coming back. Change 0: the
+                    // index has nothing to do for it.
+                    conn.prepare_cached(
+                        "INSERT INTO memories (namespace, category, key, value, metadata, version,
+                                               seq, change_seq, created_at, updated_at, deleted, hlc)
+                         VALUES (?1, ?2, ?3, '', NULL, 0, ?4, 0, ?5, ?5, 1, ?6)",
+                    )?
+                    .execute(params![p.namespace, p.category, p.key, seq, p.at_ms, hlc])?;
+                    Ok(WriteOutcome::NotFound)
+                }
+            }
         }
     }
 }
@@ -302,7 +470,6 @@ fn dead_letter(conn: &Connection, op: &StoreOp, reason: &str) -> rusqlite::Resul
 /// thread.
 pub(crate) struct SqliteWriter {
     conn: Connection,
-    busy_deadline: Duration,
     /// The crash journal the batches come from; each commit records how far
     /// it got in `journal_marks`.
     journal_id: Option<String>,
@@ -318,18 +485,28 @@ impl SqliteWriter {
         )?;
         // The schema is created under retry too: another process may be
         // writing when this one opens.
+        let mut last = None;
         retry_busy(config.busy_deadline, || {
-            migrate(&conn).map_err(|e| match e {
-                crate::Error::Sqlite(e) => classify(e),
-                other => AttemptError::Fatal(other.to_string()),
+            migrate(&conn).map_err(|e| {
+                let kind = match &e {
+                    crate::Error::Sqlite(s) => classify_ref(s),
+                    other => AttemptError::Fatal(other.to_string()),
+                };
+                last = Some(e);
+                kind
             })
         })
-        .map_err(|(e, _)| crate::Error::WriteFailed {
-            reason: format!("creating the schema: {e:?}"),
+        .map_err(|(kind, waited)| match (kind, last.take()) {
+            (AttemptError::Busy, _) | (_, None) => crate::Error::Open {
+                path: config.path.clone(),
+                reason: format!(
+                    "the database stayed locked by another process for {waited:.1?} while its schema was checked"
+                ),
+            },
+            (_, Some(e)) => open_error(&config.path, e),
         })?;
         Ok(SqliteWriter {
             conn,
-            busy_deadline: config.busy_deadline,
             journal_id: None,
         })
     }
@@ -360,8 +537,10 @@ impl SqliteWriter {
         let mut next_change = meta(&tx, "next_change").map_err(classify)?;
         let mut results = Vec::with_capacity(ops.len());
         let mut max_seq = 0;
+        let mut max_hlc = 0;
         for op in ops {
             max_seq = max_seq.max(op.seq);
+            max_hlc = max_hlc.max(op.hlc);
             if isolate {
                 let sp = tx.savepoint().map_err(classify)?;
                 let mut change = next_change;
@@ -397,6 +576,8 @@ impl SqliteWriter {
         }
         let last_seq = meta(&tx, "last_seq").map_err(classify)?;
         set_meta(&tx, "last_seq", last_seq.max(max_seq as i64)).map_err(classify)?;
+        let seen = meta(&tx, "max_hlc").map_err(classify)?;
+        set_meta(&tx, "max_hlc", seen.max(max_hlc as i64)).map_err(classify)?;
         tx.commit().map_err(classify)?;
         Ok(BatchReport {
             results,
@@ -406,26 +587,27 @@ impl SqliteWriter {
 }
 
 impl BatchWriter for SqliteWriter {
-    fn write_batch(&mut self, ops: &[StoreOp]) -> Result<BatchReport, Failure> {
-        let deadline = self.busy_deadline;
+    /// One attempt; a lock held by another writer is waited out for the
+    /// connection's busy timeout (a slice of `busy_deadline`) before it is a
+    /// fault, which the writer retries.
+    fn write_batch(&mut self, ops: &[StoreOp]) -> Result<BatchReport, Fault> {
         // Fast path: the whole batch in one go. Only if a row is rejected is
-        // the batch retried with a savepoint per row.
-        let first = retry_busy(deadline, || self.attempt(ops, false));
-        let result = match first {
-            Err((AttemptError::Row(reason), _)) => {
+        // the batch tried again with a savepoint per row.
+        let result = match self.attempt(ops, false) {
+            Err(AttemptError::Row(reason)) => {
                 tracing::debug!(%reason, "a row was rejected; retrying the batch row by row");
-                retry_busy(deadline, || self.attempt(ops, true))
+                self.attempt(ops, true)
             }
             other => other,
         };
-        result.map_err(|(e, waited)| match e {
-            AttemptError::Busy => Failure::Busy { waited },
-            AttemptError::Io(reason) => Failure::WriteFailed {
-                reason: format!("{reason} (retried for {waited:.1?})"),
-            },
-            AttemptError::Row(reason) | AttemptError::Fatal(reason) => {
-                Failure::WriteFailed { reason }
-            }
+        result.map_err(|e| {
+            Fault(match e {
+                AttemptError::Busy => "the database is locked by another writer".to_owned(),
+                AttemptError::Io(reason) | AttemptError::Fatal(reason) => reason,
+                // A row error outside a savepoint (the dead-letter insert
+                // itself failed): the batch is tried again.
+                AttemptError::Row(reason) => format!("a row could not be isolated: {reason}"),
+            })
         })
     }
 }
@@ -445,22 +627,61 @@ pub(crate) fn drop_journal_mark(conn: &Connection, journal: &str) -> Result<()> 
     Ok(())
 }
 
-/// Deletes the marks of journals whose lock file is gone (cleanly removed
-/// or replayed). A live journal's lock file exists before its first commit,
-/// so its mark is never touched.
+/// Deletes the marks of journals that have no files left (cleanly removed,
+/// or replayed and removed). A journal's mark outlives its files, never the
+/// reverse: a live journal's lock file exists before its first commit, and
+/// an orphan's files are removed before its mark.
 pub(crate) fn prune_journal_marks(conn: &Connection, journal_dir: &Path) -> Result<usize> {
     let ids: Vec<String> = conn
         .prepare("SELECT journal FROM journal_marks")?
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
+    let names: Vec<String> = match std::fs::read_dir(journal_dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
     let mut pruned = 0;
     for id in ids {
-        if !journal_dir.join(format!("{id}.lock")).exists() {
+        let prefix = format!("{id}.");
+        if !names.iter().any(|n| n.starts_with(&prefix)) {
             drop_journal_mark(conn, &id)?;
             pruned += 1;
         }
     }
     Ok(pruned)
+}
+
+/// Purges tombstones stamped before `horizon` (and already out of the
+/// index). A tombstone keeps a forgotten key from coming back when a save
+/// accepted before the forget arrives late (a dead engine's journal); no
+/// journal on disk holds an operation older than `horizon`, so those
+/// tombstones have nothing left to stop.
+///
+/// Housekeeping: it looks first (a read), and gives up at once if another
+/// writer holds the lock (the next open purges them).
+pub(crate) fn purge_tombstones(conn: &Connection, horizon: u64) -> Result<usize> {
+    const WHERE: &str = "deleted = 1 AND hlc < ?1
+        AND change_seq <= (SELECT value FROM meta WHERE name = 'index_watermark')";
+    let any: bool = conn.query_row(
+        &format!("SELECT EXISTS (SELECT 1 FROM memories WHERE {WHERE})"),
+        [horizon as i64],
+        |r| r.get(0),
+    )?;
+    if !any {
+        return Ok(0);
+    }
+    match conn.execute(
+        &format!("DELETE FROM memories WHERE {WHERE}"),
+        [horizon as i64],
+    ) {
+        Ok(n) => Ok(n),
+        Err(e) if matches!(classify_ref(&e), AttemptError::Busy) => Ok(0),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// What one indexing pass did.
@@ -507,7 +728,7 @@ pub(crate) fn index_pending_with(
         let pass = retry_busy(busy_deadline, || {
             index_chunk(conn, chunk, embedder, &prepared)
         })
-        .map_err(|(e, _)| crate::Error::WriteFailed {
+        .map_err(|(e, _)| crate::Error::NotIndexed {
             reason: format!("indexing: {e:?}"),
         })?;
         total.rows += pass.rows;
@@ -660,10 +881,9 @@ fn index_chunk(
             .map_err(classify)?;
     }
     if rows > 0 {
+        // Tombstones stay: they are purged at open, once no journal can
+        // hold an older save of their key (`purge_tombstones`).
         set_meta(&tx, "index_watermark", watermark).map_err(classify)?;
-        tx.prepare_cached("DELETE FROM memories WHERE deleted = 1 AND change_seq <= ?1")
-            .and_then(|mut s| s.execute([watermark]))
-            .map_err(classify)?;
     }
     tx.commit().map_err(classify)?;
     Ok(IndexPass { rows, watermark })
@@ -843,7 +1063,7 @@ fn sync_vectors(conn: &mut Connection, e: &dyn Embedder, busy_deadline: Duration
 }
 
 fn rebuild_error(what: &'static str) -> impl Fn((AttemptError, Duration)) -> crate::Error {
-    move |(err, _)| crate::Error::WriteFailed {
+    move |(err, _)| crate::Error::NotIndexed {
         reason: format!("vectors ({what}): {err:?}"),
     }
 }
@@ -1204,6 +1424,81 @@ pub(crate) fn list(
     Ok(rows)
 }
 
+/// At most `limit` committed memories of a namespace (optionally one
+/// category) that sort after `after` = (category, key), by category then
+/// key. A keyset read on the UNIQUE (namespace, category, key) index: it
+/// costs the rows returned (plus forgotten rows skipped), wherever the page
+/// starts.
+pub(crate) fn list_page(
+    conn: &Connection,
+    ns: &str,
+    category: Option<&str>,
+    after: Option<(&str, &str)>,
+    limit: usize,
+) -> Result<Vec<MemoryRecord>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    // Categories and keys are never empty, so "" sorts before every row.
+    let (category, bound_category, bound_key) = match category {
+        Some(c) => {
+            let key = match after {
+                None => "",
+                Some((ac, ak)) => match ac.cmp(c) {
+                    std::cmp::Ordering::Less => "",
+                    std::cmp::Ordering::Equal => ak,
+                    std::cmp::Ordering::Greater => return Ok(Vec::new()),
+                },
+            };
+            (Some(c), c, key)
+        }
+        None => {
+            let (ac, ak) = after.unwrap_or(("", ""));
+            (None, ac, ak)
+        }
+    };
+    let mut st = conn.prepare_cached(&list_page_sql(category.is_some()))?;
+    let rows = st.query_map(params![ns, bound_category, bound_key, limit], record)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// The statement of [`list_page`]; parameters: namespace, category (or the
+/// bound's category), the bound's key, limit. One category is an equality
+/// and a range on the key: a row-value bound there would make SQLite sort.
+fn list_page_sql(one_category: bool) -> String {
+    let bound = if one_category {
+        "category = ?2 AND key > ?3"
+    } else {
+        "(category, key) > (?2, ?3)"
+    };
+    format!(
+        "SELECT {RECORD_COLUMNS} FROM memories
+         WHERE namespace = ?1 AND {bound} AND deleted = 0
+         ORDER BY category, key LIMIT ?4"
+    )
+}
+
+#[cfg(test)]
+mod list_page_tests {
+    use super::*;
+
+    /// Both forms walk the UNIQUE index from the bound: no scan, no sort.
+    #[test]
+    fn pages_are_keyset_reads_on_the_unique_index() -> Result<()> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(SCHEMA)?;
+        for one_category in [false, true] {
+            let sql = format!("EXPLAIN QUERY PLAN {}", list_page_sql(one_category));
+            let mut st = conn.prepare(&sql)?;
+            let plan = st
+                .query_map(params!["n", "c", "k", 10], |r| r.get::<_, String>(3))?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+                .join("\n");
+            assert!(plan.contains("SEARCH memories USING INDEX"), "{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        }
+        Ok(())
+    }
+}
+
 /// Indexed memories matching `query` in one namespace, best first (bm25, then
 /// most recent).
 pub(crate) fn search(
@@ -1327,6 +1622,7 @@ mod tests {
     fn op(seq: u64, ns: &str, key: &str, value: Option<&str>) -> StoreOp {
         StoreOp {
             seq,
+            hlc: seq << 16,
             payload: Arc::new(OpPayload {
                 namespace: ns.into(),
                 category: "c".into(),
@@ -1424,7 +1720,7 @@ mod tests {
     }
 
     #[test]
-    fn a_locked_database_fails_with_busy_after_the_deadline() -> Result<()> {
+    fn a_locked_database_is_a_fault_and_nothing_commits() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let mut config = Config::new(dir.path().join("t.db"));
         config.busy_deadline = Duration::from_millis(200);
@@ -1432,9 +1728,110 @@ mod tests {
         let blocker = open_connection(&config.path, Synchronous::Full, Duration::from_millis(1))?;
         blocker.execute_batch("BEGIN IMMEDIATE")?;
         let err = w.write_batch(&[op(1, "n", "a", Some("x"))]).unwrap_err();
-        assert!(matches!(err, Failure::Busy { waited } if waited >= Duration::from_millis(200)));
+        assert!(err.0.contains("locked"), "{err}");
         blocker.execute_batch("ROLLBACK")?;
         w.write_batch(&[op(2, "n", "a", Some("x"))]).unwrap();
+        Ok(())
+    }
+
+    /// `op` with an explicit stamp.
+    fn stamped(seq: u64, hlc: u64, key: &str, value: Option<&str>) -> StoreOp {
+        StoreOp {
+            hlc,
+            ..op(seq, "n", key, value)
+        }
+    }
+
+    fn outcome(w: &mut SqliteWriter, op: StoreOp) -> WriteOutcome {
+        match &w.write_batch(&[op]).unwrap().results[0] {
+            ItemResult::Written(o) => *o,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_newer_stamp_wins_whatever_the_order_of_arrival() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (mut w, _) = writer(&dir);
+        let value = |w: &SqliteWriter, key: &str| {
+            get(w.connection(), "n", "c", key).unwrap().map(|r| r.value)
+        };
+        // x: "newer" (stamp 20) lands first; the older save (10) arrives late.
+        assert_eq!(
+            outcome(&mut w, stamped(1, 20, "x", Some("newer"))),
+            WriteOutcome::Inserted { version: 1 }
+        );
+        assert_eq!(
+            outcome(&mut w, stamped(2, 10, "x", Some("old"))),
+            WriteOutcome::Outdated
+        );
+        assert_eq!(value(&w, "x").as_deref(), Some("newer"));
+        // y: forgotten (20) before it was ever stored here; the save (10)
+        // arriving late must not bring it back.
+        assert_eq!(
+            outcome(&mut w, stamped(3, 20, "y", None)),
+            WriteOutcome::NotFound
+        );
+        assert_eq!(
+            outcome(&mut w, stamped(4, 10, "y", Some("old"))),
+            WriteOutcome::Outdated
+        );
+        assert_eq!(value(&w, "y"), None);
+        // A newer save after the forget does come back.
+        assert_eq!(
+            outcome(&mut w, stamped(5, 30, "y", Some("back"))),
+            WriteOutcome::Inserted { version: 1 }
+        );
+        // z: the same value saved again later (unchanged) still counts as
+        // that later save: an older different value stays out.
+        outcome(&mut w, stamped(6, 10, "z", Some("a")));
+        assert_eq!(
+            outcome(&mut w, stamped(7, 30, "z", Some("a"))),
+            WriteOutcome::Unchanged { version: 1 }
+        );
+        assert_eq!(
+            outcome(&mut w, stamped(8, 20, "z", Some("b"))),
+            WriteOutcome::Outdated
+        );
+        assert_eq!(value(&w, "z").as_deref(), Some("a"));
+        // An older forget does not remove a newer save.
+        assert_eq!(
+            outcome(&mut w, stamped(9, 25, "z", None)),
+            WriteOutcome::Outdated
+        );
+        assert_eq!(value(&w, "z").as_deref(), Some("a"));
+        // Equal stamps: the later arrival wins ("at least as new").
+        assert_eq!(
+            outcome(&mut w, stamped(10, 30, "z", Some("c"))),
+            WriteOutcome::Updated { version: 2 }
+        );
+        assert_eq!(max_hlc(w.connection())?, 30);
+        Ok(())
+    }
+
+    #[test]
+    fn tombstones_are_purged_only_below_the_horizon() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (mut w, config) = writer(&dir);
+        outcome(&mut w, stamped(1, 10, "a", Some("v")));
+        outcome(&mut w, stamped(2, 20, "a", None));
+        outcome(&mut w, stamped(3, 40, "b", None));
+        let mut ix = open_connection(&config.path, Synchronous::Full, Duration::from_secs(1))?;
+        index_pending(&mut ix, 100, Duration::from_secs(1))?;
+        let tombstones = |w: &SqliteWriter| -> i64 {
+            w.connection()
+                .query_row("SELECT count(*) FROM memories WHERE deleted = 1", [], |r| {
+                    r.get(0)
+                })
+                .unwrap()
+        };
+        assert_eq!(tombstones(&w), 2, "indexing keeps them");
+        assert_eq!(purge_tombstones(w.connection(), 30)?, 1);
+        assert_eq!(tombstones(&w), 1);
+        assert_eq!(
+            outcome(&mut w, stamped(4, 35, "b", Some("late"))),
+            WriteOutcome::Outdated
+        );
         Ok(())
     }
 
@@ -1476,7 +1873,10 @@ mod tests {
             ix.query_row("SELECT count(*) FROM memories WHERE deleted = 1", [], |r| {
                 r.get(0)
             })?;
-        assert_eq!(tombstones, 0, "indexed tombstones are purged");
+        assert_eq!(
+            tombstones, 1,
+            "tombstones outlive indexing (purged at open)"
+        );
         assert_eq!(index_position(&ix)?, (3, 3));
         Ok(())
     }
@@ -1784,6 +2184,31 @@ mod tests {
         )?;
         assert_eq!(n, 1);
         migrate(w.connection())?;
+        Ok(())
+    }
+
+    #[test]
+    fn migrate_gives_a_version_2_database_its_clock() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let config = Config::new(dir.path().join("v2.db"));
+        // A version 2 database as the previous release made it.
+        let old = Connection::open(&config.path)?;
+        let v2 = SCHEMA.replace("    hlc         INTEGER NOT NULL DEFAULT 0,\n", "");
+        assert_ne!(v2, SCHEMA);
+        old.execute_batch(&format!("{v2} PRAGMA user_version = 2;"))?;
+        old.execute(
+            "INSERT INTO memories (namespace, category, key, value, version, seq, change_seq,
+                                   created_at, updated_at) VALUES ('n', 'c', 'k', 'v', 1, 1, 1, 5, 5)",
+            [],
+        )?;
+        drop(old);
+        let mut w = SqliteWriter::open(&config)?;
+        assert_eq!(max_hlc(w.connection())?, crate::clock::from_ms(5));
+        // A later save wins, an earlier one does not.
+        let older = stamped(2, crate::clock::from_ms(4), "k", Some("older"));
+        assert_eq!(outcome(&mut w, older), WriteOutcome::Outdated);
+        let newer = stamped(3, crate::clock::from_ms(6), "k", Some("newer"));
+        assert_eq!(outcome(&mut w, newer), WriteOutcome::Updated { version: 2 });
         Ok(())
     }
 }

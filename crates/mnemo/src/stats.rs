@@ -57,7 +57,9 @@ pub struct Stats {
     pub committed: u64,
     /// Saves that found the same value already stored (no new version).
     pub unchanged: u64,
-    /// Operations not committed (busy past the deadline, I/O errors).
+    /// Operations lost without a commit: only with the journal off, when
+    /// the engine stopped while its writer could not commit. (Transient
+    /// faults never fail an operation: the writer retries.)
     pub failed: u64,
     /// Rows the database rejected, kept in `dead_letters`.
     pub dead_lettered: u64,
@@ -86,6 +88,31 @@ pub struct Stats {
     pub replayed: u64,
     /// Bytes of journal segment files held by this engine.
     pub journal_bytes: u64,
+    /// How long the writer has been failing to commit its current batch
+    /// (locked database, full disk, I/O errors), in milliseconds; 0 while
+    /// it commits normally. The batch is retried with backoff until it
+    /// commits; saves stay readable meanwhile, and once the pending bound
+    /// fills `save` answers `Overloaded`.
+    pub writer_stalled_ms: u64,
+    /// What the stalled writer keeps running into (`None` when not stalled).
+    pub writer_stall_reason: Option<String>,
+    /// Commit attempts that failed with a transient fault and were retried,
+    /// since open.
+    pub write_retries: u64,
+    /// Indexing passes that failed (and were retried on a timer), since open.
+    pub index_failures: u64,
+    /// Why the last indexing pass failed, while the index is still behind
+    /// because of it (`None` once a pass succeeds).
+    pub index_error: Option<String>,
+    /// Damaged regions found in the journals replayed at this open: records
+    /// that could not be read back (a torn write, flipped bytes, a truncated
+    /// segment). Every readable record around them was replayed.
+    pub journal_unrecovered: u64,
+    /// Bytes in those damaged regions.
+    pub journal_unrecovered_bytes: u64,
+    /// Journal files that held unreadable data, moved aside at this open
+    /// (never deleted) for inspection.
+    pub journal_quarantined: Vec<std::path::PathBuf>,
 }
 
 /// The live counters behind [`Stats`].
@@ -103,7 +130,21 @@ pub(crate) struct Metrics {
     pub committed_change: AtomicI64,
     pub index_watermark: AtomicI64,
     pub replayed: AtomicU64,
+    pub write_retries: AtomicU64,
+    pub index_failures: AtomicU64,
+    /// Why the last indexing pass failed, until one succeeds.
+    pub index_error: Mutex<Option<String>>,
+    /// What this open's journal recovery could not read.
+    pub recovery: Mutex<Recovery>,
     recent: Mutex<Recent>,
+}
+
+/// What journal recovery at open could not read (see [`Stats`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Recovery {
+    pub regions: u64,
+    pub bytes: u64,
+    pub quarantined: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, Default)]
@@ -144,6 +185,7 @@ impl Metrics {
 
     pub fn snapshot(&self) -> Stats {
         let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let recovery = self.recovery.lock().clone();
         let r = self.recent.lock();
         let committed_change = self.committed_change.load(Ordering::Relaxed);
         let index_watermark = self.index_watermark.load(Ordering::Relaxed);
@@ -164,6 +206,12 @@ impl Metrics {
             index_watermark,
             index_lag_changes: (committed_change - index_watermark).max(0),
             replayed: l(&self.replayed),
+            write_retries: l(&self.write_retries),
+            index_failures: l(&self.index_failures),
+            index_error: self.index_error.lock().clone(),
+            journal_unrecovered: recovery.regions,
+            journal_unrecovered_bytes: recovery.bytes,
+            journal_quarantined: recovery.quarantined,
             ..Stats::default()
         }
     }

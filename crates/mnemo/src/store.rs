@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use crate::error::Failure;
 use crate::model::{StoreOp, WriteOutcome};
 
 /// What the store did with one operation of a batch.
@@ -27,14 +26,28 @@ pub(crate) struct BatchReport {
     pub last_change: i64,
 }
 
+/// Why an attempt at a batch committed nothing. Always transient as far as
+/// the write path is concerned: the writer keeps the batch (journal,
+/// overlay) and tries again with backoff until it commits. Only a row
+/// rejected for its content is final, and that is not a fault: it is
+/// isolated as a dead letter inside a committed batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fault(pub String);
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Writes batches. Implementations run on the engine's writer thread and
 /// may block.
 pub(crate) trait BatchWriter: Send {
-    /// Applies `ops` (already coalesced: at most one per key) in one
-    /// transaction. Either the batch commits, with a result per operation
-    /// (rows the store rejects are isolated as dead letters), or nothing
-    /// commits and every operation fails with the returned reason.
-    fn write_batch(&mut self, ops: &[StoreOp]) -> Result<BatchReport, Failure>;
+    /// One attempt at applying `ops` (already coalesced: at most one per
+    /// key, in sequence order) in one transaction. Either the batch commits,
+    /// with a result per operation (rows the store rejects are isolated as
+    /// dead letters), or nothing commits and the fault says why.
+    fn write_batch(&mut self, ops: &[StoreOp]) -> Result<BatchReport, Fault>;
 }
 
 /// What one attempt at a transaction ran into.
@@ -49,20 +62,21 @@ pub(crate) enum AttemptError {
     Io(String),
     /// One row was rejected (constraint, trigger, type): isolate it.
     Row(String),
-    /// Anything else (I/O, read-only, corrupt): give up on this batch.
+    /// Anything else (corrupt, misuse): not worth an immediate retry.
     Fatal(String),
 }
 
 /// Retries `attempt` while it reports [`AttemptError::Busy`] or
 /// [`AttemptError::Io`], sleeping with exponential backoff and full jitter,
-/// until `deadline` has passed since the first try. Blocks the calling thread (the writer or indexer thread, never
-/// an async one).
+/// until `deadline` has passed since the first try. Blocks the calling
+/// thread (the indexer thread or `open`, never an async one). For steps that
+/// may give up and be retried later; the batch writer never gives up.
 pub(crate) fn retry_busy<T>(
     deadline: Duration,
     mut attempt: impl FnMut() -> Result<T, AttemptError>,
 ) -> Result<T, (AttemptError, Duration)> {
     let start = Instant::now();
-    let mut backoff = Duration::from_millis(5);
+    let mut backoff = Backoff::new(Duration::from_millis(250));
     loop {
         match attempt() {
             Err(e @ (AttemptError::Busy | AttemptError::Io(_))) => {
@@ -73,16 +87,36 @@ pub(crate) fn retry_busy<T>(
                 if let AttemptError::Io(reason) = &e {
                     tracing::warn!(%reason, "I/O failure; retrying");
                 }
-                let remaining = deadline - waited;
-                // full jitter: sleep a random part of the backoff, so several
-                // writers that collided do not collide again in lockstep
-                let sleep = backoff.mul_f64(fastrand::f64()).min(remaining);
-                std::thread::sleep(sleep);
-                backoff = (backoff * 2).min(Duration::from_millis(250));
+                std::thread::sleep(backoff.next().min(deadline - waited));
             }
             Err(e) => return Err((e, start.elapsed())),
             Ok(v) => return Ok(v),
         }
+    }
+}
+
+/// Exponential backoff with full jitter: each pause is a random part of a
+/// window that doubles from 5 ms up to `max`, so several writers that
+/// collided do not collide again in lockstep.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    window: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub fn new(max: Duration) -> Backoff {
+        Backoff {
+            window: Duration::from_millis(5),
+            max,
+        }
+    }
+
+    /// The next pause.
+    pub fn next(&mut self) -> Duration {
+        let pause = self.window.mul_f64(fastrand::f64());
+        self.window = (self.window * 2).min(self.max);
+        pause
     }
 }
 

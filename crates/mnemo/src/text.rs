@@ -6,7 +6,14 @@
 //! non-ASCII code point inside a token) splits them back exactly, so SQLite
 //! and the in-memory matcher agree on what a word is.
 //!
+//! A query costs time linear in its text: duplicates are found by hash, and
+//! a term is matched against a `TokenIndex` (built once per text) by
+//! lookups, not by a scan. `Memory::search` bounds a query's text and terms
+//! ([`MAX_QUERY_BYTES`], [`MAX_QUERY_TERMS`]).
+//!
 //! `docs/retrieval.md` explains each rule and measures what it buys.
+
+use std::collections::HashSet;
 
 use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::UnicodeNormalization;
@@ -51,7 +58,11 @@ pub fn normalize(text: &str) -> String {
 fn fold(text: &str) -> Vec<char> {
     let mut out = Vec::with_capacity(text.len());
     for c in text.chars() {
-        if is_compatibility_form(c) {
+        if c.is_ascii() {
+            // No ASCII character is a compatibility form, decomposes, is
+            // dropped or mapped: only case folding applies.
+            out.push(c.to_ascii_lowercase());
+        } else if is_compatibility_form(c) {
             for d in std::iter::once(c).nfkd() {
                 fold_char(d, &mut out);
             }
@@ -203,7 +214,12 @@ fn split(chars: &[char]) -> Vec<String> {
 }
 
 fn flush(current: &mut String, out: &mut Vec<String>) {
-    if !current.is_empty() {
+    if current.is_ascii() {
+        // NFC leaves ASCII as it is.
+        if !current.is_empty() {
+            out.push(std::mem::take(current));
+        }
+    } else {
         out.push(current.nfc().collect());
         current.clear();
     }
@@ -261,18 +277,136 @@ impl Term {
         matches!(&self.tokens[..], [t] if ENGLISH_STOP_WORDS.binary_search(&t.as_str()).is_ok())
     }
 
-    fn occurs_in(&self, haystack: &[String]) -> bool {
+    /// Whether the phrase occurs in `text`. Costs a dictionary lookup per
+    /// token, plus, for a phrase of several tokens, a check at each
+    /// occurrence of its rarest token: never a scan of the text.
+    fn occurs_in(&self, text: &TokenIndex) -> bool {
         let Some((last, head)) = self.tokens.split_last() else {
             return false;
         };
-        haystack.windows(self.tokens.len()).any(|w| {
-            w[..head.len()] == *head
-                && if self.prefix {
-                    w[head.len()].starts_with(last.as_str())
-                } else {
-                    w[head.len()] == *last
-                }
+        let last = if self.prefix {
+            text.ids_with_prefix(last)
+        } else {
+            text.id(last).map_or(0..0, |id| id..id + 1)
+        };
+        if last.is_empty() {
+            return false;
+        }
+        let mut head_ids = Vec::with_capacity(head.len());
+        for t in head {
+            match text.id(t) {
+                Some(id) => head_ids.push(id),
+                None => return false,
+            }
+        }
+        // Every token of a phrase of one occurs (ids come from the text).
+        let Some((at, rarest)) = head_ids
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, &id)| text.positions(id).len())
+        else {
+            return true;
+        };
+        let len = self.tokens.len();
+        text.positions(*rarest).iter().any(|&p| {
+            let Some(start) = (p as usize).checked_sub(at) else {
+                return false;
+            };
+            text.ids.get(start..start + len).is_some_and(|w| {
+                w[..head_ids.len()] == head_ids[..] && last.contains(&w[head_ids.len()])
+            })
         })
+    }
+}
+
+/// A text tokenised once and indexed for matching [`Query`] terms: its
+/// distinct tokens in byte order (so the tokens sharing a prefix are one
+/// range of ids), the text as token ids, and each id's positions: two to
+/// three times the text's size.
+#[derive(Debug, Default)]
+pub(crate) struct TokenIndex {
+    /// The distinct tokens, sorted, concatenated; token `i` ends at
+    /// `ends[i]`.
+    vocab: String,
+    ends: Vec<u32>,
+    /// The text, as ids into the vocabulary.
+    ids: Vec<u32>,
+    /// Every position of id `i`, ascending:
+    /// `positions[starts[i]..starts[i + 1]]`.
+    starts: Vec<u32>,
+    positions: Vec<u32>,
+}
+
+impl TokenIndex {
+    /// Tokenises `text` (see [`tokens`]) and indexes it.
+    pub fn new(text: &str) -> TokenIndex {
+        TokenIndex::from_tokens(&tokens(text))
+    }
+
+    /// Indexes text already tokenised. Texts past `u32::MAX` tokens are
+    /// cut there (a memory is at most a few MiB).
+    pub fn from_tokens(tokens: &[String]) -> TokenIndex {
+        let tokens = &tokens[..tokens.len().min(u32::MAX as usize)];
+        // The positions sorted by token, then position: the run of each
+        // token is its position list, ascending.
+        let mut order: Vec<u32> = (0..tokens.len() as u32).collect();
+        order.sort_unstable_by_key(|&p| (tokens[p as usize].as_str(), p));
+        let mut index = TokenIndex {
+            ids: vec![0; tokens.len()],
+            ..TokenIndex::default()
+        };
+        let mut previous: Option<&str> = None;
+        for (k, &p) in order.iter().enumerate() {
+            let token = tokens[p as usize].as_str();
+            if previous != Some(token) {
+                index.vocab.push_str(token);
+                index.ends.push(index.vocab.len() as u32);
+                index.starts.push(k as u32);
+                previous = Some(token);
+            }
+            index.ids[p as usize] = index.ends.len() as u32 - 1;
+        }
+        index.starts.push(order.len() as u32);
+        index.positions = order;
+        index
+    }
+
+    fn token(&self, id: usize) -> &str {
+        let start = id.checked_sub(1).map_or(0, |i| self.ends[i] as usize);
+        &self.vocab[start..self.ends[id] as usize]
+    }
+
+    fn id(&self, token: &str) -> Option<u32> {
+        let i = self.partition(|t| t < token);
+        (i < self.ends.len() && self.token(i) == token).then_some(i as u32)
+    }
+
+    /// The ids of the tokens starting with `prefix`: a range, since the
+    /// vocabulary is sorted byte-wise.
+    fn ids_with_prefix(&self, prefix: &str) -> std::ops::Range<u32> {
+        let start = self.partition(|t| t < prefix);
+        let end = self.partition(|t| t < prefix || t.starts_with(prefix));
+        start as u32..end as u32
+    }
+
+    /// The first id whose token fails `below` (which holds for a prefix of
+    /// the sorted vocabulary).
+    fn partition(&self, below: impl Fn(&str) -> bool) -> usize {
+        let (mut lo, mut hi) = (0, self.ends.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if below(self.token(mid)) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    fn positions(&self, id: u32) -> &[u32] {
+        let id = id as usize;
+        &self.positions[self.starts[id] as usize..self.starts[id + 1] as usize]
     }
 }
 
@@ -286,6 +420,19 @@ const ENGLISH_STOP_WORDS: [&str; 44] = [
     "will", "with", "you", "your",
 ];
 
+/// The most text one search may carry, in bytes of UTF-8. An agent's query
+/// is a few keywords or a question, well under 1 KiB; 8 KiB still takes a
+/// pasted paragraph (~1,300 English words, ~2,700 CJK characters), while
+/// bounding the work of parsing it and the length of its longest phrase.
+pub const MAX_QUERY_BYTES: usize = 8 * 1024;
+
+/// The most distinct terms (phrases, after duplicates and English function
+/// words are dropped) one search may carry. Each is one alternative of the
+/// FTS5 MATCH and one lookup per field of each pending memory. 256 is ~25x
+/// a keyword query, and a paragraph of that many distinct words; a Chinese
+/// run counts one term per pair of characters, so it takes 257 characters.
+pub const MAX_QUERY_TERMS: usize = 256;
+
 /// A search query parsed from user text. Any input is valid; FTS syntax in
 /// it is text. The rules:
 /// - each whitespace-separated word becomes a phrase of its tokens
@@ -298,6 +445,10 @@ const ENGLISH_STOP_WORDS: [&str; 44] = [
 /// - the last phrase is a prefix phrase when its last token has three or
 ///   more letters (combining marks not counted) and is neither CJK nor a
 ///   number (`sister name` matches `named`).
+///
+/// Parsing and every method cost time linear in the text (plus sorting the
+/// text's tokens once for [`Query::matches`]). [`Memory::search`](crate::Memory::search)
+/// takes at most [`MAX_QUERY_BYTES`] of text and [`MAX_QUERY_TERMS`] terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Query {
     terms: Vec<Term>,
@@ -308,8 +459,11 @@ impl Query {
     /// operators) are skipped; duplicates are dropped.
     pub fn parse(text: &str) -> Query {
         let mut terms: Vec<Term> = Vec::new();
+        // Duplicates are found by hash, not by comparing with every term
+        // so far: a long Chinese run yields a term per character.
+        let mut seen: HashSet<SeenTerm> = HashSet::new();
         let mut add = |tokens: &[String]| {
-            if !terms.iter().any(|t| t.tokens == tokens) {
+            if seen.insert(SeenTerm(tokens.to_vec())) {
                 terms.push(Term {
                     tokens: tokens.to_vec(),
                     prefix: false,
@@ -351,6 +505,11 @@ impl Query {
         self.terms.is_empty()
     }
 
+    /// The number of terms (distinct phrases) searched for.
+    pub fn len(&self) -> usize {
+        self.terms.len()
+    }
+
     /// The FTS5 MATCH expression over the text columns: each phrase quoted,
     /// the last one possibly a prefix phrase (`"tok"*`), joined by OR.
     /// Tokens hold only letters, digits and marks, so quoting cannot be
@@ -378,12 +537,40 @@ impl Query {
     /// prefix phrase's last token matches any token starting with it.
     /// 0 means no match.
     pub fn matches(&self, haystack: &[String]) -> usize {
-        self.terms.iter().filter(|t| t.occurs_in(haystack)).count()
+        let text = TokenIndex::from_tokens(haystack);
+        self.terms.iter().filter(|t| t.occurs_in(&text)).count()
     }
 
     /// For each of the query's terms, whether it occurs in `haystack`.
     pub fn term_hits(&self, haystack: &[String]) -> Vec<bool> {
-        self.terms.iter().map(|t| t.occurs_in(haystack)).collect()
+        let text = TokenIndex::from_tokens(haystack);
+        self.hits_in(&text).collect()
+    }
+
+    /// For each of the query's terms, whether it occurs in `text`.
+    pub(crate) fn hits_in<'a>(&'a self, text: &'a TokenIndex) -> impl Iterator<Item = bool> + 'a {
+        self.terms.iter().map(|t| t.occurs_in(text))
+    }
+}
+
+/// A term's tokens as a key of the duplicate set in [`Query::parse`]. Its
+/// equality counts comparisons in unit tests, which check that parsing
+/// compares each word with a handful of others, not with every term.
+struct SeenTerm(Vec<String>);
+
+impl PartialEq for SeenTerm {
+    fn eq(&self, other: &Self) -> bool {
+        #[cfg(test)]
+        tests::TERM_COMPARISONS.with(|c| c.set(c.get() + 1));
+        self.0 == other.0
+    }
+}
+
+impl Eq for SeenTerm {}
+
+impl std::hash::Hash for SeenTerm {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
     }
 }
 
@@ -412,6 +599,11 @@ pub(crate) fn namespace_token(namespace: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Comparisons of whole terms made by `Query::parse` on this thread.
+        pub(super) static TERM_COMPARISONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
 
     fn hits(query: &str, text: &str) -> usize {
         Query::parse(query).matches(&tokens(text))
@@ -817,6 +1009,120 @@ mod tests {
             assert_eq!(!mem.is_empty(), some, "query {q:?}");
         }
         Ok(())
+    }
+
+    /// Distinct six-letter words.
+    fn word(mut i: usize) -> String {
+        (0..6)
+            .map(|_| {
+                let c = char::from(b'a' + (i % 26) as u8);
+                i /= 26;
+                c
+            })
+            .collect()
+    }
+
+    /// Parses `text`, returning the query and the term comparisons made.
+    fn parse_counted(text: &str) -> (Query, usize) {
+        TERM_COMPARISONS.with(|c| c.set(0));
+        let q = Query::parse(text);
+        (q, TERM_COMPARISONS.with(|c| c.get()))
+    }
+
+    /// Issue 10: 80k distinct words took 19 s and a 400 KB Chinese run 79 s,
+    /// because each term was compared with every term before it.
+    #[test]
+    fn parsing_compares_each_term_with_a_handful_not_with_all() {
+        let started = std::time::Instant::now();
+        let words: Vec<String> = (0..80_000).map(|i| word(i * 7_919)).collect();
+        // Every word twice: each duplicate is found with about one comparison.
+        let text = format!("{} {}", words.join(" "), words.join(" "));
+        let (q, compared) = parse_counted(&text);
+        assert_eq!(q.len(), 80_000);
+        assert!(compared <= 2 * 80_000, "{compared} comparisons");
+
+        let mut rng = fastrand::Rng::with_seed(10);
+        let run: String = (0..136_000)
+            .map(|_| char::from_u32(rng.u32(0x4E00..=0x9FFF)).unwrap_or('中'))
+            .collect();
+        assert!(run.len() > 400_000);
+        let (q, compared) = parse_counted(&run);
+        assert!(
+            q.len() > 130_000 && q.len() < 136_000,
+            "{} bigrams",
+            q.len()
+        );
+        assert!(compared <= 2 * 136_000, "{compared} comparisons");
+        // Secondary, 40x above what it takes unoptimised (~1.5 s): the
+        // quadratic version took 40 s optimised.
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    }
+
+    /// The matcher's index gives the same answer as sliding a window over
+    /// the tokens, for exact and prefix phrases, at every position.
+    #[test]
+    fn token_index_agrees_with_a_window_scan() {
+        fn window_scan(term: &Term, haystack: &[String]) -> bool {
+            let Some((last, head)) = term.tokens.split_last() else {
+                return false;
+            };
+            haystack.windows(term.tokens.len()).any(|w| {
+                w[..head.len()] == *head
+                    && if term.prefix {
+                        w[head.len()].starts_with(last.as_str())
+                    } else {
+                        w[head.len()] == *last
+                    }
+            })
+        }
+        let alphabet = ["a", "ab", "abc", "b", "ba", "c", "é", "éa", "咖"];
+        let mut rng = fastrand::Rng::with_seed(12);
+        let mut pick = |n: usize| -> Vec<String> {
+            (0..n)
+                .map(|_| alphabet[rng.usize(..alphabet.len())].to_owned())
+                .collect()
+        };
+        let mut agreed = [0usize; 2];
+        for round in 0..3_000 {
+            let haystack = pick(round % 12);
+            let index = TokenIndex::from_tokens(&haystack);
+            for len in 1..=4 {
+                for prefix in [false, true] {
+                    let term = Term {
+                        tokens: pick(len),
+                        prefix,
+                    };
+                    let expected = window_scan(&term, &haystack);
+                    assert_eq!(term.occurs_in(&index), expected, "{term:?} in {haystack:?}");
+                    agreed[usize::from(expected)] += 1;
+                }
+            }
+        }
+        assert!(agreed.iter().all(|&n| n > 1_000), "{agreed:?}");
+    }
+
+    #[test]
+    fn token_index_finds_prefixes_and_phrases_at_the_edges() {
+        let index = TokenIndex::new("named name b NAMES a b c nam");
+        let term = |tokens: &[&str], prefix: bool| Term {
+            tokens: tokens.iter().map(|t| t.to_string()).collect(),
+            prefix,
+        };
+        assert_eq!(index.ids_with_prefix("name").len(), 3);
+        assert_eq!(index.ids_with_prefix("zz").len(), 0);
+        assert!(term(&["named"], false).occurs_in(&index));
+        assert!(!term(&["b", "nam"], false).occurs_in(&index));
+        assert!(term(&["b", "nam"], true).occurs_in(&index), "b nam|es");
+        assert!(
+            !term(&["nam", "b"], true).occurs_in(&index),
+            "only the last"
+        );
+        assert!(term(&["a", "b", "c", "nam"], false).occurs_in(&index));
+        assert!(!term(&["c", "nam", "x"], false).occurs_in(&index));
+        assert!(term(&["named", "name"], false).occurs_in(&index));
+        assert!(!term(&["name", "named"], false).occurs_in(&index));
+        assert!(!term(&["b"], true).occurs_in(&TokenIndex::new("")));
+        assert!(!term(&[], false).occurs_in(&index));
     }
 
     #[test]

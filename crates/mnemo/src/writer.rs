@@ -8,12 +8,25 @@
 //! the batcher means a committed batch's receipts resolve even if the actor
 //! system is stopping.
 //!
+//! **A batch is never given up for a transient fault.** A locked database,
+//! a full disk, an I/O error or a panic in the store makes the writer retry
+//! the same batch with backoff (5 ms doubling to 1 s, jittered) for as long
+//! as the process lives; the saves stay in the journal and the overlay,
+//! readable, and the stall shows in `stats` and in the writer's health
+//! (waiters stop waiting after `busy_deadline`). Batches are committed in
+//! sequence order and none is skipped, so a journal's committed mark never
+//! passes an operation that is not committed. The one exception is a
+//! stopping engine whose writer is still failing past the deadline: it
+//! stops trying (for this and every later batch), and the journal it leaves
+//! behind is replayed by the next open.
+//!
 //! [`RagIndexer`]: crate::RagIndexer
 
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::Addr;
 
@@ -22,17 +35,35 @@ use crate::indexer::{IndexBatch, IndexItem, RagIndexer};
 use crate::ingress::{QueuedOp, Shared};
 use crate::model::{StoreOp, WriteOutcome};
 use crate::stats::{add, Metrics};
-use crate::store::{BatchWriter, ItemResult};
+use crate::store::{Backoff, BatchReport, BatchWriter, Fault, ItemResult};
 
-/// One flush: the coalesced batch and the operations it superseded.
+/// One flush: the coalesced batch and the operations it superseded. A job
+/// with neither is a barrier: its `done` fires once every job sent before
+/// it is finished.
 pub(crate) struct FlushJob {
     /// At most one operation per key, in sequence order.
     pub winners: Vec<QueuedOp>,
     /// Earlier operations on a key of `winners`, with the winner's sequence
-    /// number. They resolve when the winner's batch commits.
+    /// number. They resolve with the winner's outcome.
     pub superseded: Vec<(QueuedOp, u64)>,
-    /// Signalled when the flush is finished (committed or failed).
+    /// Signalled when the flush is finished (committed, or given up by a
+    /// stopping engine).
     pub done: futures::channel::oneshot::Sender<()>,
+}
+
+impl FlushJob {
+    /// A barrier job and the receiver its `done` fires on.
+    pub fn barrier() -> (FlushJob, futures::channel::oneshot::Receiver<()>) {
+        let (done, finished) = futures::channel::oneshot::channel();
+        (
+            FlushJob {
+                winners: Vec::new(),
+                superseded: Vec::new(),
+                done,
+            },
+            finished,
+        )
+    }
 }
 
 /// The sending side of the writer thread. The thread ends when every sender
@@ -67,36 +98,73 @@ fn version_of(o: &WriteOutcome) -> u64 {
     }
 }
 
-/// How many times a batch is tried when the store panics. A panic leaves no
-/// transaction behind (rusqlite rolls back on drop), so a retry is safe; a
-/// panic that repeats fails the batch with a reason (its saves stay in the
-/// journal for the next open).
-const PANIC_ATTEMPTS: usize = 3;
+/// The longest pause between two attempts at a failing batch.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Writes the batch; a panic in the store neither takes this thread (and
-/// every later flush) down nor loses the batch on its first occurrence.
-fn write_catching_panics(
+/// One attempt; a panic in the store neither takes this thread (and every
+/// later flush) down nor loses the batch: it is a fault like any other (a
+/// panic leaves no transaction behind: rusqlite rolls back on drop).
+fn attempt_catching_panics(
     store: &mut dyn BatchWriter,
     ops: &[StoreOp],
-) -> Result<crate::store::BatchReport, Failure> {
-    for attempt in 1..=PANIC_ATTEMPTS {
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            // Fail point for tests: "panic" makes the store panic mid-flush.
-            fail::fail_point!("mnemo::write_batch");
-            store.write_batch(ops)
-        }));
-        match result {
-            Ok(r) => return r,
-            Err(_) => tracing::error!(attempt, "the store panicked while writing a batch"),
-        }
-    }
-    Err(Failure::WriteFailed {
-        reason: format!("the store panicked while writing this batch ({PANIC_ATTEMPTS} attempts)"),
-    })
+) -> Result<BatchReport, Fault> {
+    catch_unwind(AssertUnwindSafe(|| {
+        // Fail point for tests: "panic" makes the store panic mid-flush.
+        fail::fail_point!("mnemo::write_batch");
+        store.write_batch(ops)
+    }))
+    .unwrap_or_else(|_| Err(Fault("the store panicked while writing this batch".into())))
 }
 
-/// Writes one batch and settles every receipt in it. Public to the crate so
-/// the batcher's `stopping` hook can run a last flush the same way.
+/// Tries the batch until it commits. `None` only when the engine is
+/// stopping and the writer has been failing past the deadline (or an
+/// earlier batch was given up that way: later ones must not commit past it).
+fn write_until_committed(
+    store: &mut dyn BatchWriter,
+    shared: &Shared,
+    ops: &[StoreOp],
+) -> Option<BatchReport> {
+    let mut backoff = Backoff::new(MAX_BACKOFF);
+    let mut last_reason = String::new();
+    loop {
+        if shared.health.abandoned() {
+            return None;
+        }
+        let fault = match attempt_catching_panics(store, ops) {
+            Ok(report) => {
+                if !last_reason.is_empty() {
+                    tracing::info!("the writer commits again");
+                }
+                shared.health.committed();
+                return Some(report);
+            }
+            Err(fault) => fault,
+        };
+        add(&shared.metrics.write_retries, 1);
+        let left = shared.health.failed(&fault.0);
+        if fault.0 != last_reason {
+            tracing::warn!(reason = %fault, items = ops.len(), "batch not committed; retrying until it is (the saves are kept)");
+            last_reason = fault.0;
+        }
+        if left.is_zero() && shared.is_closed() {
+            tracing::error!(
+                reason = %last_reason,
+                "the engine is stopping and its writer still cannot commit: giving up this process's attempt"
+            );
+            shared.health.abandon();
+            return None;
+        }
+        let pause = backoff.next();
+        // Wake at the deadline too, so waiters learn of it on time.
+        std::thread::sleep(if left.is_zero() {
+            pause
+        } else {
+            pause.min(left)
+        });
+    }
+}
+
+/// Writes one batch and settles every receipt in it.
 pub(crate) fn run_flush(
     store: &mut dyn BatchWriter,
     shared: &Shared,
@@ -108,6 +176,10 @@ pub(crate) fn run_flush(
         superseded,
         done,
     } = job;
+    if winners.is_empty() && superseded.is_empty() {
+        let _ = done.send(()); // a barrier
+        return;
+    }
     let span = tracing::info_span!(
         "flush",
         items = winners.len(),
@@ -120,55 +192,89 @@ pub(crate) fn run_flush(
     let bytes: usize = winners.iter().map(QueuedOp::bytes).sum::<usize>()
         + superseded.iter().map(|(q, _)| q.bytes()).sum::<usize>();
     let count = winners.len() + superseded.len();
+    match write_until_committed(store, shared, &ops) {
+        Some(report) => settle(shared, indexer, winners, superseded, report, bytes, started),
+        None => give_up(shared, winners, superseded, bytes),
+    }
+    let _ = done.send(());
+    tracing::trace!(count, "flush finished");
+}
 
-    let result = write_catching_panics(store, &ops);
+/// Resolves a committed batch's receipts and hands it to the indexer.
+fn settle(
+    shared: &Shared,
+    indexer: &Addr<RagIndexer>,
+    winners: Vec<QueuedOp>,
+    superseded: Vec<(QueuedOp, u64)>,
+    report: BatchReport,
+    bytes: usize,
+    started: Instant,
+) {
     let m: &Metrics = &shared.metrics;
-    match result {
-        Ok(report) => {
-            let took = started.elapsed();
-            // Counters first: whoever wakes on a receipt sees them updated.
-            let dead = report
-                .results
-                .iter()
-                .filter(|r| matches!(r, ItemResult::DeadLettered(_)))
-                .count();
-            add(&m.committed, (count - dead) as u64);
-            add(&m.batches, 1);
-            m.record_flush(ops.len(), took);
-            Metrics::set_max(&m.committed_change, report.last_change);
-            shared.release(count, bytes);
-            let max_seq = winners
-                .iter()
-                .map(|q| q.op.seq)
-                .chain(superseded.iter().map(|(q, _)| q.op.seq))
-                .max()
-                .unwrap_or(0);
-            shared.committed_through(max_seq);
-            let mut items = Vec::with_capacity(count);
-            for (q, r) in winners.into_iter().zip(report.results) {
-                match r {
-                    ItemResult::Written(outcome) => {
-                        if matches!(outcome, WriteOutcome::Unchanged { .. }) {
-                            add(&m.unchanged, 1);
-                        }
-                        shared
-                            .overlay
-                            .committed(&q.op.payload, q.op.seq, version_of(&outcome));
-                        q.resolver.durable(outcome);
-                        items.push(IndexItem {
-                            seq: q.op.seq,
-                            payload: q.op.payload,
-                            resolver: q.resolver,
-                        });
-                    }
-                    ItemResult::DeadLettered(reason) => {
-                        add(&m.dead_lettered, 1);
-                        shared.overlay.retire(&q.op.payload, q.op.seq);
-                        q.resolver.failed(Failure::DeadLettered { reason });
-                    }
+    let count = winners.len() + superseded.len();
+    let took = started.elapsed();
+    // Counters first: whoever wakes on a receipt sees them updated.
+    let dead = report
+        .results
+        .iter()
+        .filter(|r| matches!(r, ItemResult::DeadLettered(_)))
+        .count();
+    add(&m.committed, (count - dead) as u64);
+    add(&m.batches, 1);
+    m.record_flush(winners.len(), took);
+    Metrics::set_max(&m.committed_change, report.last_change);
+    shared.release(count, bytes);
+    let max_seq = winners
+        .iter()
+        .map(|q| q.op.seq)
+        .chain(superseded.iter().map(|(q, _)| q.op.seq))
+        .max()
+        .unwrap_or(0);
+    shared.committed_through(max_seq);
+    // What became of each winner, for the saves it superseded.
+    let mut rejected: HashMap<u64, String> = HashMap::new();
+    let mut items = Vec::with_capacity(count);
+    for (q, r) in winners.into_iter().zip(report.results) {
+        match r {
+            ItemResult::Written(outcome) => {
+                match outcome {
+                    WriteOutcome::Unchanged { .. } => add(&m.unchanged, 1),
+                    // A newer operation holds the key: reads go to the store.
+                    WriteOutcome::Outdated => shared.overlay.retire(&q.op.payload, q.op.seq),
+                    _ => {}
                 }
+                shared
+                    .overlay
+                    .committed(&q.op.payload, q.op.seq, version_of(&outcome));
+                q.resolver.durable(outcome);
+                items.push(IndexItem {
+                    seq: q.op.seq,
+                    payload: q.op.payload,
+                    resolver: q.resolver,
+                });
             }
-            for (q, by_seq) in superseded {
+            ItemResult::DeadLettered(reason) => {
+                add(&m.dead_lettered, 1);
+                shared.overlay.retire(&q.op.payload, q.op.seq);
+                q.resolver.failed(Failure::DeadLettered {
+                    reason: reason.clone(),
+                });
+                rejected.insert(q.op.seq, reason);
+            }
+        }
+    }
+    for (q, by_seq) in superseded {
+        match rejected.get(&by_seq) {
+            // Neither value is stored: say so to both callers.
+            Some(reason) => {
+                add(&m.dead_lettered, 1);
+                q.resolver.failed(Failure::DeadLettered {
+                    reason: format!(
+                        "replaced in its batch by save {by_seq}, which the database rejected: {reason}"
+                    ),
+                });
+            }
+            None => {
                 q.resolver.durable(WriteOutcome::Superseded { by_seq });
                 items.push(IndexItem {
                     seq: q.op.seq,
@@ -176,32 +282,57 @@ pub(crate) fn run_flush(
                     resolver: q.resolver,
                 });
             }
-            tracing::debug!(
-                took_ms = took.as_secs_f64() * 1e3,
-                last_change = report.last_change,
-                "batch committed"
-            );
-            // The indexer may already be gone if the system is stopping: the
-            // next open indexes these rows from the database.
-            indexer.do_send(IndexBatch {
-                items,
-                committed_at: Instant::now(),
-            });
-        }
-        Err(failure) => {
-            tracing::error!(%failure, items = count, "batch not committed");
-            add(&m.failed, count as u64);
-            shared.release(count, bytes);
-            for q in &winners {
-                shared.overlay.retire(&q.op.payload, q.op.seq);
-            }
-            for q in winners
-                .into_iter()
-                .chain(superseded.into_iter().map(|(q, _)| q))
-            {
-                q.resolver.failed(failure.clone());
-            }
         }
     }
-    let _ = done.send(());
+    tracing::debug!(
+        took_ms = took.as_secs_f64() * 1e3,
+        last_change = report.last_change,
+        "batch committed"
+    );
+    shared.unindexed_add(items.len());
+    // The indexer may already be gone if the system is stopping: the next
+    // open indexes these rows from the database.
+    indexer.do_send(IndexBatch {
+        items,
+        committed_at: Instant::now(),
+    });
+}
+
+/// A stopping engine gave up a batch it could not commit. With the journal
+/// on, the saves are in it: their receipts say so (the resolvers are
+/// dropped while the health says "abandoned") and their overlay entries stay,
+/// so this handle still reads them. With the journal off they are lost, and
+/// said to be.
+fn give_up(
+    shared: &Shared,
+    winners: Vec<QueuedOp>,
+    superseded: Vec<(QueuedOp, u64)>,
+    bytes: usize,
+) {
+    let count = winners.len() + superseded.len();
+    shared.release(count, bytes);
+    if shared.config.journal {
+        tracing::error!(
+            items = count,
+            "not committed; kept in the crash journal for the next open"
+        );
+        return;
+    }
+    add(&shared.metrics.failed, count as u64);
+    let reason = shared
+        .health
+        .get()
+        .reason
+        .unwrap_or_else(|| "the writer could not commit".into());
+    let failure = Failure::WriteFailed {
+        reason: format!("{reason}; the engine stopped and the crash journal is off"),
+    };
+    tracing::error!(items = count, %failure, "saves lost");
+    for q in winners
+        .into_iter()
+        .chain(superseded.into_iter().map(|(q, _)| q))
+    {
+        shared.overlay.retire(&q.op.payload, q.op.seq);
+        q.resolver.failed(failure.clone());
+    }
 }

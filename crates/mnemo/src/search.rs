@@ -1,0 +1,463 @@
+//! Search: the query limits, the in-memory match of pending saves, the index
+//! query, and in hybrid mode the vector side and the fusion of both
+//! rankings. [`Memory::search`](crate::Memory::search) validates its
+//! arguments and hands over to a [`Searcher`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::embed::{cosine, Embedder};
+use crate::error::{Error, Result};
+use crate::model::SearchHit;
+use crate::overlay::{OverlayEntry, PendingOverlay};
+use crate::sqlite::{self, ReadPool};
+use crate::text::{Query, MAX_QUERY_BYTES, MAX_QUERY_TERMS};
+
+/// Reciprocal-rank fusion's constant: a hit at rank r (1-based) of a list
+/// scores 1/(RRF_K + r).
+const RRF_K: f64 = 60.0;
+
+/// Hits each side of a hybrid search contributes (at least; more if pending
+/// saves shadow indexed ones).
+const HYBRID_DEPTH: usize = 20;
+
+/// Field weights for matches in memories the index has not seen yet: the
+/// same as the index's bm25 weights (key 3, category 2, value 1), in the
+/// order of [`OverlayEntry::fields`].
+const FRESH_FIELD_WEIGHTS: [f64; 3] = [3.0, 2.0, 1.0];
+
+/// Parses a search's text, refusing more than [`MAX_QUERY_BYTES`] of it
+/// (checked before any work) or more than [`MAX_QUERY_TERMS`] distinct
+/// terms, with [`Error::InvalidInput`] on the field `query`.
+pub(crate) fn parse_query(text: &str) -> Result<Query> {
+    if text.len() > MAX_QUERY_BYTES {
+        return Err(Error::invalid(
+            "query",
+            format!(
+                "the query is {} bytes; the limit is {MAX_QUERY_BYTES} bytes: search with a few keywords",
+                text.len()
+            ),
+        ));
+    }
+    let q = Query::parse(text);
+    if q.len() > MAX_QUERY_TERMS {
+        return Err(Error::invalid(
+            "query",
+            format!(
+                "the query has {} distinct search terms (a Chinese or Japanese run counts one per \
+                 pair of characters); the limit is {MAX_QUERY_TERMS}: search with fewer keywords",
+                q.len()
+            ),
+        ));
+    }
+    Ok(q)
+}
+
+/// What a search reads: the pending overlay, the index through the read
+/// pool, and in hybrid mode the embedder.
+pub(crate) struct Searcher<'a> {
+    pub overlay: &'a PendingOverlay,
+    pub reads: &'a ReadPool,
+    pub embedder: Option<&'a dyn Embedder>,
+}
+
+impl Searcher<'_> {
+    /// Runs a search whose arguments are valid; `text` is what `q` was
+    /// parsed from (the embedder reads it). See
+    /// [`Memory::search`](crate::Memory::search) for the ranking.
+    pub fn search(
+        &self,
+        namespace: &str,
+        text: &str,
+        q: &Query,
+        category: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SearchHit>> {
+        if q.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Snapshot the overlay before querying the index: an entry retires
+        // only after the index has it, so nothing falls between the two.
+        let fresh = self.overlay.snapshot(namespace, category);
+        let mut hits = score_fresh(q, &fresh);
+        hits.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then(b.record.updated_at_ms.cmp(&a.record.updated_at_ms))
+        });
+        if let Some(e) = self.embedder {
+            return self.hybrid(e, namespace, text, q, category, limit, &fresh, hits);
+        }
+        let shadowed = shadowed(&fresh);
+        hits.truncate(limit);
+        if hits.len() < limit {
+            let indexed = self.reads.with(|conn| {
+                sqlite::search(conn, namespace, q, category, limit + shadowed.len())
+            })?;
+            hits.extend(
+                indexed
+                    .into_iter()
+                    .filter(|h| {
+                        !shadowed.contains(&(h.record.category.as_str(), h.record.key.as_str()))
+                    })
+                    .take(limit - hits.len()),
+            );
+        }
+        Ok(hits)
+    }
+
+    /// The hybrid half of [`search`](Searcher::search): `fresh_hits` are the
+    /// pending saves the lexical matcher found, best first.
+    #[allow(clippy::too_many_arguments)]
+    fn hybrid(
+        &self,
+        e: &dyn Embedder,
+        namespace: &str,
+        text: &str,
+        q: &Query,
+        category: Option<&str>,
+        limit: usize,
+        fresh: &[Arc<OverlayEntry>],
+        fresh_hits: Vec<SearchHit>,
+    ) -> Result<Vec<SearchHit>> {
+        let shadowed = shadowed(fresh);
+        let depth = limit.max(HYBRID_DEPTH) + shadowed.len();
+        // The query and the pending saves not embedded yet (few) in one
+        // batch: one forward pass for a neural model. A pending save keeps
+        // its vector until it retires. Forgets have nothing to embed.
+        let saves: Vec<&OverlayEntry> = fresh
+            .iter()
+            .filter(|entry| entry.payload.value.is_some())
+            .map(|entry| &**entry)
+            .collect();
+        let missing: Vec<&OverlayEntry> = saves
+            .iter()
+            .copied()
+            .filter(|entry| entry.vector.get().is_none())
+            .collect();
+        // A query the model does not support (not its language) is not
+        // embedded: the lexical ranking alone answers it. Pending saves are,
+        // for the queries that come later.
+        let supported = e.supports(text);
+        let texts: Vec<String> = supported
+            .then(|| text.to_owned())
+            .into_iter()
+            .chain(missing.iter().map(|entry| {
+                let p = &entry.payload;
+                sqlite::embedding_text(&p.category, &p.key, p.value.as_deref().unwrap_or(""))
+            }))
+            .collect();
+        let mut vectors = e
+            .embed_batch(&texts.iter().map(String::as_str).collect::<Vec<_>>())
+            .into_iter();
+        let mut qv = if supported {
+            vectors.next().unwrap_or_default()
+        } else {
+            vec![0.0; e.dimension()]
+        };
+        for (entry, v) in missing.iter().zip(vectors) {
+            let _ = entry.vector.set(v);
+        }
+        let min_similarity = e.min_similarity();
+        if qv.len() != e.dimension() {
+            tracing::warn!(
+                model = e.model_id(),
+                "the embedder returned a query vector of the wrong length; lexical search only"
+            );
+            qv = vec![0.0; e.dimension()];
+        }
+        // Nothing to embed in the query (or not the model's language): no
+        // vector side at all, whatever the similarity floor.
+        let query_is_zero = crate::embed::is_zero(&qv);
+        let (indexed, nearest) = self.reads.with(|conn| {
+            let indexed = sqlite::search(conn, namespace, q, category, depth)?;
+            let nearest = sqlite::vector_search(
+                conn,
+                namespace,
+                e.model_id(),
+                &qv,
+                category,
+                min_similarity,
+                depth,
+            )?;
+            Ok((indexed, nearest))
+        })?;
+        let visible = |h: &SearchHit| {
+            !shadowed.contains(&(h.record.category.as_str(), h.record.key.as_str()))
+        };
+        let lexical: Vec<SearchHit> = fresh_hits
+            .into_iter()
+            .chain(indexed.into_iter().filter(visible))
+            .collect();
+        let mut vector: Vec<(SearchHit, f32)> = saves
+            .into_iter()
+            .filter_map(|entry| {
+                let similarity = match entry.vector.get() {
+                    Some(v) if v.len() == qv.len() && !query_is_zero => cosine(&qv, v),
+                    _ => return None,
+                };
+                if similarity < min_similarity {
+                    return None;
+                }
+                Some((
+                    SearchHit {
+                        record: entry.record()?,
+                        score: f64::from(similarity),
+                        fresh: true,
+                    },
+                    similarity,
+                ))
+            })
+            .chain(nearest.into_iter().filter(|(h, _)| visible(h)))
+            .collect();
+        vector.sort_by(|a, b| {
+            b.1.total_cmp(&a.1)
+                .then(b.0.record.updated_at_ms.cmp(&a.0.record.updated_at_ms))
+        });
+        let mut fused = rrf([lexical, vector.into_iter().map(|(h, _)| h).collect()]);
+        fused.truncate(limit);
+        Ok(fused)
+    }
+}
+
+/// The (category, key) of every overlay entry: the index's row for such a
+/// key is stale (the entry replaces or forgets it).
+fn shadowed(fresh: &[Arc<OverlayEntry>]) -> HashSet<(&str, &str)> {
+    fresh
+        .iter()
+        .map(|e| (e.payload.category.as_str(), e.payload.key.as_str()))
+        .collect()
+}
+
+/// Fuses ranked lists by reciprocal-rank fusion: each hit scores the sum of
+/// 1/(RRF_K + rank) over the lists it is in; best first. Ties (with two
+/// lists, two hits at ranks 1 and 2 swapped) go to the first list's order,
+/// then to recency. A hit is identified by (category, key) (one namespace);
+/// `score` is the fused score, `fresh` is kept from the first list that had
+/// it.
+fn rrf<const N: usize>(lists: [Vec<SearchHit>; N]) -> Vec<SearchHit> {
+    // (hit, rank in the first list or MAX)
+    let mut fused: Vec<(SearchHit, usize)> = Vec::new();
+    let mut at: HashMap<(String, String), usize> = HashMap::new();
+    for (list_no, list) in lists.into_iter().enumerate() {
+        for (rank, hit) in list.into_iter().enumerate() {
+            let add = 1.0 / (RRF_K + rank as f64 + 1.0);
+            let first = if list_no == 0 { rank } else { usize::MAX };
+            let k = (hit.record.category.clone(), hit.record.key.clone());
+            match at.get(&k) {
+                Some(&i) => {
+                    fused[i].0.score += add;
+                    fused[i].1 = fused[i].1.min(first);
+                }
+                None => {
+                    at.insert(k, fused.len());
+                    fused.push((SearchHit { score: add, ..hit }, first));
+                }
+            }
+        }
+    }
+    fused.sort_by(|(a, ra), (b, rb)| {
+        b.score
+            .total_cmp(&a.score)
+            .then(ra.cmp(rb))
+            .then(b.record.updated_at_ms.cmp(&a.record.updated_at_ms))
+    });
+    fused.into_iter().map(|(h, _)| h).collect()
+}
+
+/// Scores the overlay's memories that match `q`, bm25-like: each query term
+/// found counts its best field's weight times its rarity among the
+/// memories searched (a word every pending memory shares counts little).
+/// Terms are matched per field, as FTS5 does, never across a field boundary.
+///
+/// Each entry's fields are tokenised once (cached in the entry), and a term
+/// costs lookups in them, so a search costs O(terms) per pending memory
+/// after the first; only matching memories are copied out.
+fn score_fresh(q: &Query, fresh: &[Arc<OverlayEntry>]) -> Vec<SearchHit> {
+    let candidates: Vec<(&OverlayEntry, Vec<f64>)> = fresh
+        .iter()
+        .filter_map(|e| {
+            let fields = e.fields()?;
+            let mut best = vec![0.0; q.len()];
+            // Fields by falling weight: the first hit is a term's best.
+            for (field, weight) in fields.iter().zip(FRESH_FIELD_WEIGHTS) {
+                for (b, hit) in best.iter_mut().zip(q.hits_in(field)) {
+                    if hit && *b == 0.0 {
+                        *b = weight;
+                    }
+                }
+            }
+            best.iter().any(|&w| w > 0.0).then_some((&**e, best))
+        })
+        .collect();
+    let n = fresh.len() as f64;
+    let idf: Vec<f64> = (0..q.len())
+        .map(|t| {
+            let df = candidates.iter().filter(|(_, w)| w[t] > 0.0).count() as f64;
+            (1.0 + (n - df + 0.5) / (df + 0.5)).ln()
+        })
+        .collect();
+    candidates
+        .into_iter()
+        .filter_map(|(entry, w)| {
+            Some(SearchHit {
+                score: w.iter().zip(&idf).map(|(w, i)| w * i).sum(),
+                record: entry.record()?,
+                fresh: true,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Retrieval};
+    use crate::model::{MemoryRecord, SaveRequest};
+    use crate::Memory;
+
+    fn hit(key: &str, at: i64) -> SearchHit {
+        SearchHit {
+            record: MemoryRecord {
+                namespace: "n".into(),
+                category: "c".into(),
+                key: key.into(),
+                value: "v".into(),
+                metadata: None,
+                version: None,
+                updated_at_ms: at,
+            },
+            score: 0.0,
+            fresh: false,
+        }
+    }
+
+    fn keys(hits: &[SearchHit]) -> Vec<&str> {
+        hits.iter().map(|h| h.record.key.as_str()).collect()
+    }
+
+    #[test]
+    fn rrf_sums_reciprocal_ranks_and_breaks_ties_by_the_lexical_order() {
+        let fused = rrf([
+            vec![hit("a", 1), hit("b", 2), hit("c", 3)],
+            vec![hit("b", 2), hit("a", 1), hit("d", 4)],
+        ]);
+        // a and b tie (1/61 + 1/62): the first list's order wins over
+        // recency; c and d tie too (1/63): c is in the first list.
+        assert_eq!(keys(&fused), ["a", "b", "c", "d"]);
+        assert!((fused[0].score - (1.0 / 61.0 + 1.0 / 62.0)).abs() < 1e-12);
+        let fused = rrf([vec![hit("a", 1), hit("b", 2)], vec![hit("b", 2)]]);
+        assert_eq!(keys(&fused), ["b", "a"], "found by both sides ranks first");
+    }
+
+    #[test]
+    fn query_limits_are_typed_errors() {
+        let words = |n: usize| -> String {
+            (0..n)
+                .map(|i| format!("w{i}x"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(
+            parse_query(&words(MAX_QUERY_TERMS)).map(|q| q.len()).ok(),
+            Some(256)
+        );
+        let reason = |r: Result<Query>| match r {
+            Err(Error::InvalidInput {
+                field: "query",
+                reason,
+            }) => reason,
+            other => panic!("{other:?}"),
+        };
+        assert!(reason(parse_query(&words(MAX_QUERY_TERMS + 1))).contains("the limit is 256"));
+        let at_limit = "x".repeat(MAX_QUERY_BYTES);
+        assert_eq!(parse_query(&at_limit).map(|q| q.len()).ok(), Some(1));
+        let past = format!("{at_limit} ");
+        assert!(reason(parse_query(&past)).contains("8193 bytes; the limit is 8192"));
+    }
+
+    /// Pending memories are ranked exactly as before they were tokenised
+    /// once: by best field weight times rarity, per term.
+    #[test]
+    fn pending_scores_weigh_fields_and_rarity() {
+        let overlay = PendingOverlay::default();
+        let save = |seq: u64, category: &str, key: &str, value: &str| {
+            overlay.insert(
+                seq,
+                Arc::new(crate::model::OpPayload {
+                    namespace: "n".into(),
+                    category: category.into(),
+                    key: key.into(),
+                    value: Some(value.into()),
+                    metadata: None,
+                    at_ms: seq as i64,
+                }),
+            );
+        };
+        save(1, "food", "tea", "likes green tea");
+        save(2, "notes", "misc", "tea and coffee, green walls");
+        save(3, "notes", "other", "nothing relevant");
+        let fresh = overlay.snapshot("n", None);
+        let hits = score_fresh(&Query::parse("green tea"), &fresh);
+        let n = 3.0_f64;
+        let idf = |df: f64| (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
+        let scores: HashMap<&str, f64> = hits
+            .iter()
+            .map(|h| (h.record.key.as_str(), h.score))
+            .collect();
+        assert_eq!(scores.len(), 2);
+        // `green` in both values (1 x idf(2)); `tea` in a key (3) and a value (1).
+        assert!((scores["tea"] - (idf(2.0) + 3.0 * idf(2.0))).abs() < 1e-12);
+        assert!((scores["misc"] - (idf(2.0) + idf(2.0))).abs() < 1e-12);
+    }
+
+    #[test]
+    fn hybrid_search_finds_typos_pending_and_indexed_and_forgets() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let config = Config {
+            retrieval: Retrieval::Hybrid,
+            ..Config::new(dir.path().join("h.db"))
+        };
+        actix::System::new().block_on(async move {
+            let memory = Memory::open(config)?;
+            let r1 = memory.save(SaveRequest::new(
+                "u",
+                "hobbies",
+                "gardening",
+                "Grows tomatoes and basil on the balcony",
+            ))?;
+            let r2 = memory.save(SaveRequest::new(
+                "u",
+                "travel",
+                "passport",
+                "Passport expires in November",
+            ))?;
+            // Pending: embedded at query time. A typo with no exact word.
+            let hits = memory.search("u", "tomatos", None, 5)?;
+            assert_eq!(
+                hits.first().map(|h| (h.record.key.as_str(), h.fresh)),
+                Some(("gardening", true))
+            );
+            memory.flush();
+            r1.indexed().await?;
+            r2.indexed().await?;
+            let hits = memory.search("u", "tomatos", None, 5)?;
+            assert_eq!(
+                hits.first().map(|h| (h.record.key.as_str(), h.fresh)),
+                Some(("gardening", false))
+            );
+            assert!(memory.search("other", "tomatos", None, 5)?.is_empty());
+            assert!(memory.search("u", "tomatos", Some("travel"), 5)?.is_empty());
+            let f = memory.forget("u", "hobbies", "gardening")?;
+            assert!(
+                memory.search("u", "tomatos", None, 5)?.is_empty(),
+                "a pending forget hides it"
+            );
+            memory.flush();
+            f.indexed().await?;
+            assert!(memory.search("u", "tomatos", None, 5)?.is_empty());
+            memory.shutdown().await?;
+            Ok(())
+        })
+    }
+}

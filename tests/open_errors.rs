@@ -1,0 +1,121 @@
+//! Opening something that is not a usable database says what is wrong
+//! with it: not a database, corrupt, a device, a read-only file system.
+//! Never "the save could not be committed".
+
+mod common;
+
+use std::time::Duration;
+
+use common::temp_db;
+use mnemo::{Config, Error, Memory, Result, SaveRequest};
+
+fn open_error(config: Config) -> (String, String) {
+    match Memory::open(config) {
+        Err(Error::Open { path, reason }) => (path.display().to_string(), reason),
+        Err(other) => panic!("expected Error::Open, got {other:?}"),
+        Ok(_) => panic!("expected Error::Open, but it opened"),
+    }
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_named_as_such() -> Result<()> {
+    let db = temp_db();
+    std::fs::write(
+        &db.path,
+        b"these are my notes, not a database at all. ".repeat(200),
+    )?;
+    let (path, reason) = open_error(Config::new(&db.path));
+    assert!(path.ends_with("mnemo.db"), "{path}");
+    assert!(reason.contains("not an SQLite database"), "{reason}");
+    Ok(())
+}
+
+#[test]
+fn a_damaged_database_is_named_as_such() -> Result<()> {
+    let db = temp_db();
+    let memory = Memory::open(Config::new(&db.path))?;
+    for i in 0..300 {
+        memory.save(SaveRequest::new("u", "c", format!("k{i}"), "x".repeat(500)))?;
+    }
+    memory.shutdown_blocking()?;
+    // Keep SQLite's header, overwrite the pages after it.
+    let mut bytes = std::fs::read(&db.path)?;
+    for b in bytes.iter_mut().skip(4096).step_by(7) {
+        *b = 0xa5;
+    }
+    std::fs::write(&db.path, &bytes)?;
+    let _ = std::fs::remove_file(db.path.with_extension("db-wal"));
+    match Memory::open(Config::new(&db.path)) {
+        Err(Error::Open { reason, .. }) => {
+            assert!(
+                reason.contains("corrupt") || reason.contains("not an SQLite"),
+                "{reason}"
+            )
+        }
+        // A damage SQLite only finds when it reads the hurt page: reads say so.
+        Ok(memory) => {
+            let err = memory.list("u", None).unwrap_err().to_string();
+            assert!(!err.contains("could not be committed"), "{err}");
+            assert!(
+                err.contains("malformed") || err.contains("corrupt"),
+                "{err}"
+            );
+        }
+        Err(other) => panic!("expected Error::Open, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[test]
+fn dev_null_is_not_a_database() {
+    let mut c = Config::new("/dev/null");
+    c.busy_deadline = Duration::from_millis(200);
+    match Memory::open(c) {
+        Err(e @ (Error::Open { .. } | Error::Io(_))) => {
+            let msg = e.to_string();
+            assert!(!msg.contains("could not be committed"), "{msg}");
+        }
+        Err(other) => panic!("expected an open error, got {other:?}"),
+        Ok(_) => panic!("/dev/null opened as a database"),
+    }
+}
+
+/// A read-only file system (a tmpfs mounted read-only; needs root to
+/// mount, as CI has: elsewhere the test says so and checks nothing).
+#[test]
+fn a_read_only_file_system_is_named() -> Result<()> {
+    let db = temp_db();
+    let mnt = db.dir.path().join("ro");
+    std::fs::create_dir(&mnt)?;
+    let mount = |opts: &str| {
+        std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+            .arg(&mnt)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !mount("size=20m") {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return Ok(());
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let path = mnt.join("m.db");
+    let memory = Memory::open(Config::new(&path))?;
+    memory.save(SaveRequest::new("u", "c", "k", "v"))?;
+    memory.shutdown_blocking()?;
+    let remounted = std::process::Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(remounted, "remount read-only");
+    let (_, reason) = open_error(Config::new(&path));
+    assert!(reason.contains("read-only file system"), "{reason}");
+    Ok(())
+}
