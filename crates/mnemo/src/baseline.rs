@@ -14,7 +14,7 @@ use rusqlite::Connection;
 use crate::config::{Config, Synchronous};
 use crate::error::{Error, Result};
 use crate::model::{payload_for_save, SaveRequest, StoreOp, WriteOutcome};
-use crate::sqlite::{busy_slice, index_pending, open_connection, SqliteWriter};
+use crate::store::sqlite::{busy_slice, index_pending, open_connection, SqliteWriter};
 use crate::store::{BatchWriter, ItemResult};
 
 /// A store where `save` blocks until the row is committed and indexed.
@@ -80,7 +80,7 @@ mod tests {
         let o = s.save(SaveRequest::new("n", "c", "k", "hello world"))?;
         assert_eq!(o, WriteOutcome::Inserted { version: 1 });
         let conn = Connection::open(&path)?;
-        let (w, last) = crate::sqlite::index_position(&conn)?;
+        let (w, last) = crate::store::sqlite::index_position(&conn)?;
         assert_eq!((w, last), (1, 1));
         Ok(())
     }

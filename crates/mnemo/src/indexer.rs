@@ -23,8 +23,8 @@ use crate::embed::Embedder;
 use crate::ingress::Shared;
 use crate::model::OpPayload;
 use crate::receipt::Resolver;
-use crate::sqlite::{busy_slice, index_pending_with, open_connection};
 use crate::stats::Metrics;
+use crate::store::sqlite::{busy_slice, index_pending_with, open_connection};
 
 /// Rows per indexing transaction.
 const INDEX_CHUNK: usize = 2_000;

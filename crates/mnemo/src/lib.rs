@@ -51,8 +51,11 @@
 //!   results to the indexer.
 //! - [`indexer`]: the [`RagIndexer`] actor: FTS5 index (and, in hybrid
 //!   mode, the vectors) and its watermark.
-//! - `store`: the store seam (a trait plus busy-retry); `sqlite`: the
-//!   SQLite store: schema, batch upsert, dead letters, index steps, reads.
+//! - `store`: the store seam (`BatchWriter`: one attempt at one batch
+//!   transaction; faults, backoff); `store/sqlite/`: the SQLite store, one
+//!   file per job: `schema`, `write` (batch upsert under the rule of which
+//!   write wins, dead letters, journal marks, tombstones), `index`,
+//!   `vectors`, `read`.
 //! - [`text`]: normalisation and query building shared by index and reads.
 //! - [`embed`]: the [`Embedder`] trait and the built-in [`NgramEmbedder`]
 //!   (hashed word and character n-grams) for hybrid retrieval.
@@ -84,7 +87,6 @@ mod overlay;
 pub mod receipt;
 mod replay;
 mod search;
-mod sqlite;
 pub mod stats;
 mod store;
 pub mod text;

@@ -19,8 +19,8 @@ use crate::model::{
 };
 use crate::receipt::Receipt;
 use crate::search::{self, Searcher};
-use crate::sqlite::{self, ReadPool, SqliteWriter};
 use crate::stats::Stats;
+use crate::store::sqlite::{self, ReadPool, SqliteWriter};
 use crate::writer::spawn_writer;
 
 /// A handle to an open mnemo engine. Cheap to clone; `Send + Sync`.

@@ -12,8 +12,8 @@ use crate::error::Result;
 use crate::ingress::Shared;
 use crate::journal::Journal;
 use crate::replay::replay_orphans;
-use crate::sqlite::{self, SqliteWriter};
 use crate::stats::Metrics;
+use crate::store::sqlite::{self, SqliteWriter};
 
 /// Opens the database at `config.path` and returns the engine's shared
 /// state, the writer's store and the indexer's connection.

@@ -23,8 +23,8 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::journal::{self, Orphan};
 use crate::model::{now_ms, StoreOp};
-use crate::sqlite::{self, SqliteWriter};
 use crate::stats::Recovery;
+use crate::store::sqlite::{self, SqliteWriter};
 use crate::store::{Backoff, BatchWriter};
 
 /// What replaying orphaned journals did.

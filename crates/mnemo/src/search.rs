@@ -10,7 +10,7 @@ use crate::embed::{cosine, Embedder};
 use crate::error::{Error, Result};
 use crate::model::SearchHit;
 use crate::overlay::{OverlayEntry, PendingOverlay};
-use crate::sqlite::{self, ReadPool};
+use crate::store::sqlite::{self, ReadPool};
 use crate::text::{Query, MAX_QUERY_BYTES, MAX_QUERY_TERMS};
 
 /// Reciprocal-rank fusion's constant: a hit at rank r (1-based) of a list

@@ -1,7 +1,9 @@
 //! The store seam: what the write path needs from a database, as plain
-//! synchronous code with no actors in it. SQLite ([`crate::sqlite`]) is the
-//! one store today; a networked store (PostgreSQL, one multi-row upsert per
-//! flush) would implement the same trait.
+//! synchronous code with no actors in it. SQLite ([`sqlite`]) is the one
+//! store today; a networked store (PostgreSQL, one multi-row upsert per
+//! flush) would implement the same trait in a folder beside it.
+
+pub(crate) mod sqlite;
 
 use std::time::{Duration, Instant};
 

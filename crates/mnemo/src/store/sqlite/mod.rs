@@ -1,0 +1,45 @@
+//! The SQLite store: schema, the batch writer, the indexer's steps and the
+//! reads. Plain synchronous code; each function takes the connection it
+//! runs on.
+//!
+//! - `schema`: connections, pragmas, migrations, error sorting.
+//! - `write`: the batch writer, journal marks, tombstones.
+//! - `index`: the FTS index steps and its watermark.
+//! - `vectors`: hybrid retrieval's vector tables.
+//! - `read`: the read pool and every read.
+//!
+//! Tables:
+//! - `memories`: one row per (namespace, category, key), with the stamp
+//!   (`hlc`) of the operation it holds; forgets leave a tombstone
+//!   (`deleted = 1`) that keeps an older save of the key from coming back,
+//!   purged at open once no journal can hold one (`purge_tombstones`).
+//!   Every change gets a database-wide increasing `change_seq`, assigned
+//!   under the write lock.
+//! - `memories_fts`: contentless FTS5 over normalised text, rowid =
+//!   `memories.id`, plus a namespace token column.
+//! - `dead_letters`: rows the database rejected, with the reason.
+//! - `meta`: counters (`next_change`, `index_watermark`, `last_seq`,
+//!   `max_hlc`).
+//! - `journal_marks`: per crash journal, the highest sequence number
+//!   committed from it (written in the batch's own transaction).
+//! - `vector_models`: one row per embedder model id that has vectors: its
+//!   table, dimension and the change number its vectors reflect.
+//! - `vectors_<model>` (one per model id, created by the indexer when hybrid
+//!   retrieval is on): `id` = `memories.id`, `namespace`, `vector` (f32
+//!   blob), searched with sqlite-vec's `vec_distance_cosine`.
+
+mod index;
+mod read;
+mod schema;
+mod vectors;
+mod write;
+
+pub(crate) use index::*;
+pub(crate) use read::*;
+pub(crate) use schema::*;
+#[cfg(test)]
+pub(crate) use vectors::vector_table;
+pub(crate) use write::*;
+
+#[cfg(test)]
+mod tests;

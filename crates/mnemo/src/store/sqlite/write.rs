@@ -1,0 +1,399 @@
+//! The batch writer: one transaction per batch, an upsert or forget per
+//! operation under the rule of which write wins, dead letters, the journal
+//! marks, and tombstone purging.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::model::{now_ms, OpPayload, StoreOp, WriteOutcome};
+use crate::store::{retry_busy, AttemptError, BatchReport, BatchWriter, Fault, ItemResult};
+
+use super::schema::{
+    busy_slice, classify, classify_ref, meta, migrate, open_connection, open_error, set_meta,
+};
+
+/// Applies a save if it is at least as new as what the row holds (by
+/// stamp) and changes something. Returns the new version, or no row.
+pub(super) const UPSERT: &str = "
+INSERT INTO memories (namespace, category, key, value, metadata, version, seq, change_seq,
+                      created_at, updated_at, deleted, hlc)
+VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, ?8, 0, ?9)
+ON CONFLICT (namespace, category, key) DO UPDATE SET
+    value = excluded.value,
+    metadata = excluded.metadata,
+    version = memories.version + 1,
+    seq = excluded.seq,
+    change_seq = excluded.change_seq,
+    updated_at = excluded.updated_at,
+    created_at = CASE WHEN memories.deleted THEN excluded.created_at ELSE memories.created_at END,
+    deleted = 0,
+    hlc = excluded.hlc
+WHERE excluded.hlc >= memories.hlc
+  AND (memories.deleted = 1
+       OR memories.value IS NOT excluded.value
+       OR memories.metadata IS NOT excluded.metadata)
+RETURNING version";
+
+/// Applies a forget to a live row at most as new as the forget.
+pub(super) const FORGET: &str = "
+UPDATE memories SET deleted = 1, value = '', metadata = NULL, version = version + 1,
+                    seq = ?4, change_seq = ?5, updated_at = ?6, hlc = ?7
+WHERE namespace = ?1 AND category = ?2 AND key = ?3 AND deleted = 0 AND hlc <= ?7
+RETURNING version";
+
+/// The stamp a key's row holds, whether it is a tombstone, and its version.
+pub(super) fn row_state(
+    conn: &Connection,
+    p: &OpPayload,
+) -> rusqlite::Result<Option<(u64, bool, u64)>> {
+    conn.prepare_cached(
+        "SELECT hlc, deleted, version FROM memories
+         WHERE namespace = ?1 AND category = ?2 AND key = ?3",
+    )?
+    .query_row(params![p.namespace, p.category, p.key], |r| {
+        Ok((
+            r.get::<_, i64>(0)? as u64,
+            r.get(1)?,
+            r.get::<_, i64>(2)? as u64,
+        ))
+    })
+    .optional()
+}
+
+/// Raises a row's stamp to `hlc` without a new version or change: the row
+/// already says what the operation says, and must now count as that new.
+pub(super) fn touch(conn: &Connection, p: &OpPayload, hlc: u64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE memories SET hlc = ?4
+         WHERE namespace = ?1 AND category = ?2 AND key = ?3 AND hlc < ?4",
+    )?
+    .execute(params![p.namespace, p.category, p.key, hlc as i64])?;
+    Ok(())
+}
+
+/// Applies one operation inside the open transaction, by the rule of which
+/// write wins (see `crate::clock`): a row takes an operation only if its
+/// stamp is at least the row's. `next_change` is advanced only when a row
+/// actually changed.
+pub(super) fn apply_one(
+    conn: &Connection,
+    op: &StoreOp,
+    next_change: &mut i64,
+) -> rusqlite::Result<WriteOutcome> {
+    let p = &op.payload;
+    let seq = op.seq as i64;
+    let hlc = op.hlc as i64;
+    match &p.value {
+        Some(value) => {
+            let version: Option<i64> = conn
+                .prepare_cached(UPSERT)?
+                .query_row(
+                    params![
+                        p.namespace,
+                        p.category,
+                        p.key,
+                        value,
+                        p.metadata,
+                        seq,
+                        *next_change,
+                        p.at_ms,
+                        hlc
+                    ],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(v) = version {
+                *next_change += 1;
+                let version = v as u64;
+                return Ok(if version == 1 {
+                    WriteOutcome::Inserted { version }
+                } else {
+                    WriteOutcome::Updated { version }
+                });
+            }
+            // Not applied: the row is newer, or already holds this value.
+            match row_state(conn, p)? {
+                Some((row_hlc, _, _)) if row_hlc > op.hlc => Ok(WriteOutcome::Outdated),
+                Some((_, _, version)) => {
+                    touch(conn, p, op.hlc)?;
+                    Ok(WriteOutcome::Unchanged { version })
+                }
+                // The upsert inserts when there is no row: not reached.
+                None => Ok(WriteOutcome::Outdated),
+            }
+        }
+        None => {
+            let version: Option<i64> = conn
+                .prepare_cached(FORGET)?
+                .query_row(
+                    params![
+                        p.namespace,
+                        p.category,
+                        p.key,
+                        seq,
+                        *next_change,
+                        p.at_ms,
+                        hlc
+                    ],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(v) = version {
+                *next_change += 1;
+                return Ok(WriteOutcome::Deleted { version: v as u64 });
+            }
+            match row_state(conn, p)? {
+                Some((row_hlc, _, _)) if row_hlc > op.hlc => Ok(WriteOutcome::Outdated),
+                Some(_) => {
+                    // Already a tombstone: it now stands for this forget.
+                    touch(conn, p, op.hlc)?;
+                    Ok(WriteOutcome::NotFound)
+                }
+                None => {
+                    // Nothing to forget here, but a save of this key accepted
+                    // earlier may still arrive (another process's journal):
+                    // a tombstone keeps it from coming back. Change 0: the
+                    // index has nothing to do for it.
+                    conn.prepare_cached(
+                        "INSERT INTO memories (namespace, category, key, value, metadata, version,
+                                               seq, change_seq, created_at, updated_at, deleted, hlc)
+                         VALUES (?1, ?2, ?3, '', NULL, 0, ?4, 0, ?5, ?5, 1, ?6)",
+                    )?
+                    .execute(params![p.namespace, p.category, p.key, seq, p.at_ms, hlc])?;
+                    Ok(WriteOutcome::NotFound)
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn dead_letter(conn: &Connection, op: &StoreOp, reason: &str) -> rusqlite::Result<()> {
+    let p = &op.payload;
+    conn.prepare_cached(
+        "INSERT INTO dead_letters (namespace, category, key, value, metadata, seq, reason, failed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![p.namespace, p.category, p.key, p.value, p.metadata, op.seq as i64, reason, now_ms()])?;
+    Ok(())
+}
+
+/// The SQLite batch writer: owns the write connection; lives on the writer
+/// thread.
+pub(crate) struct SqliteWriter {
+    conn: Connection,
+    /// The crash journal the batches come from; each commit records how far
+    /// it got in `journal_marks`.
+    journal_id: Option<String>,
+}
+
+impl SqliteWriter {
+    /// Opens the write connection and creates the schema.
+    pub fn open(config: &Config) -> Result<SqliteWriter> {
+        let conn = open_connection(
+            &config.path,
+            config.synchronous,
+            busy_slice(config.busy_deadline),
+        )?;
+        // The schema is created under retry too: another process may be
+        // writing when this one opens.
+        let mut last = None;
+        retry_busy(config.busy_deadline, || {
+            migrate(&conn).map_err(|e| {
+                let kind = match &e {
+                    crate::Error::Sqlite(s) => classify_ref(s),
+                    other => AttemptError::Fatal(other.to_string()),
+                };
+                last = Some(e);
+                kind
+            })
+        })
+        .map_err(|(kind, waited)| match (kind, last.take()) {
+            (AttemptError::Busy, _) | (_, None) => crate::Error::Open {
+                path: config.path.clone(),
+                reason: format!(
+                    "the database stayed locked by another process for {waited:.1?} while its schema was checked"
+                ),
+            },
+            (_, Some(e)) => open_error(&config.path, e),
+        })?;
+        Ok(SqliteWriter {
+            conn,
+            journal_id: None,
+        })
+    }
+
+    /// Sets the journal whose position later batches record.
+    pub fn set_journal(&mut self, id: Option<String>) {
+        self.journal_id = id;
+    }
+
+    /// The connection (for tests and tools that inspect the database).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// One attempt: `BEGIN IMMEDIATE`, an upsert per op, `COMMIT`. With
+    /// `isolate`, each op runs in its own savepoint and a rejected row becomes
+    /// a dead letter instead of failing the batch.
+    fn attempt(&mut self, ops: &[StoreOp], isolate: bool) -> Result<BatchReport, AttemptError> {
+        // Fail point for tests: "return" fails this attempt as an I/O error
+        // would (the `failpoints` feature; free when off).
+        fail::fail_point!("mnemo::commit", |_| Err(AttemptError::Io(
+            "injected I/O error (fail point mnemo::commit)".into()
+        )));
+        let mut tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(classify)?;
+        let mut next_change = meta(&tx, "next_change").map_err(classify)?;
+        let mut results = Vec::with_capacity(ops.len());
+        let mut max_seq = 0;
+        let mut max_hlc = 0;
+        for op in ops {
+            max_seq = max_seq.max(op.seq);
+            max_hlc = max_hlc.max(op.hlc);
+            if isolate {
+                let sp = tx.savepoint().map_err(classify)?;
+                let mut change = next_change;
+                match apply_one(&sp, op, &mut change) {
+                    Ok(outcome) => {
+                        sp.commit().map_err(classify)?;
+                        next_change = change;
+                        results.push(ItemResult::Written(outcome));
+                    }
+                    Err(e) => match classify(e) {
+                        AttemptError::Row(reason) => {
+                            drop(sp); // rolls back this row only
+                            tracing::warn!(seq = op.seq, %reason, "row rejected; kept in dead_letters");
+                            dead_letter(&tx, op, &reason).map_err(classify)?;
+                            results.push(ItemResult::DeadLettered(reason));
+                        }
+                        other => return Err(other),
+                    },
+                }
+            } else {
+                let outcome = apply_one(&tx, op, &mut next_change).map_err(classify)?;
+                results.push(ItemResult::Written(outcome));
+            }
+        }
+        set_meta(&tx, "next_change", next_change).map_err(classify)?;
+        if let Some(journal) = &self.journal_id {
+            tx.prepare_cached(
+                "INSERT INTO journal_marks (journal, seq) VALUES (?1, ?2)
+                 ON CONFLICT (journal) DO UPDATE SET seq = max(seq, excluded.seq)",
+            )
+            .and_then(|mut s| s.execute(params![journal, max_seq as i64]))
+            .map_err(classify)?;
+        }
+        let last_seq = meta(&tx, "last_seq").map_err(classify)?;
+        set_meta(&tx, "last_seq", last_seq.max(max_seq as i64)).map_err(classify)?;
+        let seen = meta(&tx, "max_hlc").map_err(classify)?;
+        set_meta(&tx, "max_hlc", seen.max(max_hlc as i64)).map_err(classify)?;
+        tx.commit().map_err(classify)?;
+        Ok(BatchReport {
+            results,
+            last_change: next_change - 1,
+        })
+    }
+}
+
+impl BatchWriter for SqliteWriter {
+    /// One attempt; a lock held by another writer is waited out for the
+    /// connection's busy timeout (a slice of `busy_deadline`) before it is a
+    /// fault, which the writer retries.
+    fn write_batch(&mut self, ops: &[StoreOp]) -> Result<BatchReport, Fault> {
+        // Fast path: the whole batch in one go. Only if a row is rejected is
+        // the batch tried again with a savepoint per row.
+        let result = match self.attempt(ops, false) {
+            Err(AttemptError::Row(reason)) => {
+                tracing::debug!(%reason, "a row was rejected; retrying the batch row by row");
+                self.attempt(ops, true)
+            }
+            other => other,
+        };
+        result.map_err(|e| {
+            Fault(match e {
+                AttemptError::Busy => "the database is locked by another writer".to_owned(),
+                AttemptError::Io(reason) | AttemptError::Fatal(reason) => reason,
+                // A row error outside a savepoint (the dead-letter insert
+                // itself failed): the batch is tried again.
+                AttemptError::Row(reason) => format!("a row could not be isolated: {reason}"),
+            })
+        })
+    }
+}
+
+/// How far a journal's records are committed (0 if none are).
+pub(crate) fn journal_mark(conn: &Connection, journal: &str) -> Result<u64> {
+    let seq: Option<i64> = conn
+        .prepare_cached("SELECT seq FROM journal_marks WHERE journal = ?1")?
+        .query_row([journal], |r| r.get(0))
+        .optional()?;
+    Ok(seq.unwrap_or(0).max(0) as u64)
+}
+
+/// Forgets a replayed journal's mark (its files are gone).
+pub(crate) fn drop_journal_mark(conn: &Connection, journal: &str) -> Result<()> {
+    conn.execute("DELETE FROM journal_marks WHERE journal = ?1", [journal])?;
+    Ok(())
+}
+
+/// Deletes the marks of journals that have no files left (cleanly removed,
+/// or replayed and removed). A journal's mark outlives its files, never the
+/// reverse: a live journal's lock file exists before its first commit, and
+/// an orphan's files are removed before its mark.
+pub(crate) fn prune_journal_marks(conn: &Connection, journal_dir: &Path) -> Result<usize> {
+    let ids: Vec<String> = conn
+        .prepare("SELECT journal FROM journal_marks")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let names: Vec<String> = match std::fs::read_dir(journal_dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let mut pruned = 0;
+    for id in ids {
+        let prefix = format!("{id}.");
+        if !names.iter().any(|n| n.starts_with(&prefix)) {
+            drop_journal_mark(conn, &id)?;
+            pruned += 1;
+        }
+    }
+    Ok(pruned)
+}
+
+/// Purges tombstones stamped before `horizon` (and already out of the
+/// index). A tombstone keeps a forgotten key from coming back when a save
+/// accepted before the forget arrives late (a dead engine's journal); no
+/// journal on disk holds an operation older than `horizon`, so those
+/// tombstones have nothing left to stop.
+///
+/// Housekeeping: it looks first (a read), and gives up at once if another
+/// writer holds the lock (the next open purges them).
+pub(crate) fn purge_tombstones(conn: &Connection, horizon: u64) -> Result<usize> {
+    const WHERE: &str = "deleted = 1 AND hlc < ?1
+        AND change_seq <= (SELECT value FROM meta WHERE name = 'index_watermark')";
+    let any: bool = conn.query_row(
+        &format!("SELECT EXISTS (SELECT 1 FROM memories WHERE {WHERE})"),
+        [horizon as i64],
+        |r| r.get(0),
+    )?;
+    if !any {
+        return Ok(0);
+    }
+    match conn.execute(
+        &format!("DELETE FROM memories WHERE {WHERE}"),
+        [horizon as i64],
+    ) {
+        Ok(n) => Ok(n),
+        Err(e) if matches!(classify_ref(&e), AttemptError::Busy) => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
