@@ -239,9 +239,12 @@ impl Memory {
         check_part("category", category, c.max_key_part_bytes)?;
         check_part("key", key, c.max_key_part_bytes)?;
         // The overlay first, then SQLite: an entry retires only after its
-        // commit, so checking in this order never misses a save.
+        // commit, so checking in this order never misses a save. A committed
+        // entry defers to the store, which holds it or something newer.
         if let Some(entry) = self.inner.shared.overlay.get(namespace, category, key) {
-            return Ok(entry.record());
+            if !entry.is_committed() {
+                return Ok(entry.record());
+            }
         }
         self.inner
             .reads
@@ -261,7 +264,16 @@ impl Memory {
         if let Some(cat) = category {
             check_part("category", cat, c.max_key_part_bytes)?;
         }
-        let fresh = self.inner.shared.overlay.snapshot(namespace, category);
+        // Uncommitted entries only: a committed one is in the store (or
+        // something newer is), read after this snapshot.
+        let fresh: Vec<_> = self
+            .inner
+            .shared
+            .overlay
+            .snapshot(namespace, category)
+            .into_iter()
+            .filter(|e| !e.is_committed())
+            .collect();
         let stored = self
             .inner
             .reads
@@ -331,7 +343,7 @@ impl Memory {
             .overlay
             .snapshot(namespace, category)
             .into_iter()
-            .filter(|e| follows(&e.payload.category, &e.payload.key))
+            .filter(|e| !e.is_committed() && follows(&e.payload.category, &e.payload.key))
             .collect();
         // Each pending forget may hide one stored row: read that many more,
         // and one past the page to learn whether another page follows.

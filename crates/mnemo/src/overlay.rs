@@ -3,13 +3,15 @@
 //!
 //! An entry goes in at `save` (under the ingress lock, so overlay order is
 //! sequence order), learns its version at commit, and retires once the index
-//! reflects it — or at once if its commit failed, so reads fall back to what
-//! SQLite holds. An entry also keeps what searches derive from it (its
+//! reflects it — or at once if its row was rejected, so reads fall back to
+//! what SQLite holds. `get` and `list` use only uncommitted entries: once an
+//! entry is committed the store is the truth (it may hold a newer write of
+//! another engine); search uses every entry until the index has it. An entry also keeps what searches derive from it (its
 //! tokens, its vector), computed by the first search that needs them.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::RwLock;
@@ -27,6 +29,11 @@ pub(crate) struct OverlayEntry {
     pub payload: Arc<OpPayload>,
     /// Committed version; 0 while not committed.
     version: AtomicU64,
+    /// Set once the operation's transaction committed. From then on the
+    /// store holds it, or something newer another engine committed since,
+    /// so `get` and `list` read the store; the entry stays only for search
+    /// until the index has it.
+    committed: AtomicBool,
     /// The memory's vector for the engine's embedder (hybrid retrieval
     /// only), computed by the first search that needs it: a pending save is
     /// embedded once, not once per query. Never set in `save`.
@@ -51,6 +58,11 @@ pub fn tokenised_on_this_thread() -> u64 {
 }
 
 impl OverlayEntry {
+    /// Whether the operation is committed (see the field).
+    pub fn is_committed(&self) -> bool {
+        self.committed.load(Ordering::Acquire)
+    }
+
     /// The key, category and value (in that order) tokenised and indexed for
     /// matching, or `None` for a forget. Built by the first search that needs
     /// them and kept until the entry retires: a pending save is tokenised
@@ -110,6 +122,7 @@ impl PendingOverlay {
             seq,
             payload,
             version: AtomicU64::new(0),
+            committed: AtomicBool::new(false),
             vector: OnceLock::new(),
             fields: OnceLock::new(),
         });
@@ -129,6 +142,7 @@ impl PendingOverlay {
         if let Some(e) = map.get(&path(&payload.namespace, &payload.category, &payload.key)) {
             if e.seq == seq {
                 e.version.store(version, Ordering::Release);
+                e.committed.store(true, Ordering::Release);
             }
         }
     }

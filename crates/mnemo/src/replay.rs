@@ -170,6 +170,9 @@ fn tombstone_horizon(dir: &Path) -> Result<u64> {
         Err(e) => return Err(e.into()),
     };
     for name in entries.filter_map(|e| e.ok()?.file_name().into_string().ok()) {
+        if name.ends_with(".lock.tmp") {
+            continue; // a journal being made now, or a stray one: holds nothing
+        }
         // `<pid>-<creation nanos, hex>.<...>`; a name that does not parse
         // keeps every tombstone.
         let created = name

@@ -115,6 +115,15 @@ pub(crate) fn orphans(db: &Path) -> Result<Vec<Orphan>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e.into()),
     };
+    // A lock file still under its temporary name: its engine died while
+    // creating its journal, before any record (records follow the rename).
+    for name in names.iter().filter(|n| n.ends_with(".lock.tmp")) {
+        let path = dir.join(name);
+        if let Ok(Some(f)) = try_lock(&path, false) {
+            drop(f);
+            let _ = fs::remove_file(&path);
+        }
+    }
     let ids: BTreeSet<String> = names
         .iter()
         .filter_map(|n| id_of(n))

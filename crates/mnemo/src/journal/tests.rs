@@ -230,3 +230,21 @@ fn a_segment_made_between_the_listing_and_the_lock_is_read() -> Result<()> {
     assert_eq!(seqs(&found[0]), (1..=40).collect::<Vec<_>>());
     Ok(())
 }
+
+#[test]
+fn a_lock_file_left_under_its_temporary_name_is_removed() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("m.db");
+    fs::create_dir_all(dir_for(&db))?;
+    // An engine died between creating its lock file and renaming it.
+    let stray = dir_for(&db).join("123-18eb65702f674c86.lock.tmp");
+    fs::write(&stray, b"")?;
+    // One being made right now (its creator holds the lock) stays.
+    let live = dir_for(&db).join("124-18eb65702f674c87.lock.tmp");
+    let held = File::create(&live)?;
+    held.try_lock().map_err(io::Error::other)?;
+    assert!(orphans(&db)?.is_empty());
+    assert!(!stray.exists(), "the stray is gone");
+    assert!(live.exists(), "the live one is left alone");
+    Ok(())
+}
