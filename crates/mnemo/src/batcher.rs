@@ -340,18 +340,8 @@ impl Handler<Shutdown> for MemoryBatcher {
         let shared = self.shared.clone();
         Box::pin(async move {
             rx.await.map_err(|_| Error::Closed)?;
-            let health = shared.health.get();
-            if health.abandoned {
-                return Err(if shared.config.journal {
-                    health.not_committed()
-                } else {
-                    Error::WriteFailed {
-                        reason: format!(
-                            "{}; the crash journal is off",
-                            health.reason.unwrap_or_default()
-                        ),
-                    }
-                });
+            if shared.health.abandoned() {
+                return Err(shared.abandoned_error());
             }
             match indexer.send(Drain).await {
                 Ok(Ok(())) => Ok(()),

@@ -301,6 +301,25 @@ impl Shared {
         }
     }
 
+    /// What `shutdown` reports once the writer gave up (see
+    /// [`crate::health::Health::abandon`]): the saves are kept in the
+    /// journal for the next open, or, with the journal off, lost.
+    pub fn abandoned_error(&self) -> Error {
+        let health = self.health.get();
+        if self.config.journal {
+            health.not_committed()
+        } else {
+            Error::WriteFailed {
+                reason: format!(
+                    "{}; the crash journal is off",
+                    health
+                        .reason
+                        .unwrap_or_else(|| "the writer could not commit".into())
+                ),
+            }
+        }
+    }
+
     /// `n` committed operations went to the indexer.
     pub fn unindexed_add(&self, n: usize) {
         self.unindexed.fetch_add(n, Ordering::Relaxed);

@@ -500,7 +500,7 @@ impl Memory {
         let result = match self.inner.batcher.send(Shutdown).await {
             Ok(r) => r,
             // Already stopped: its `stopping` hook flushed, or gave up.
-            Err(_) if shared.health.abandoned() => Err(shared.health.get().not_committed()),
+            Err(_) if shared.health.abandoned() => Err(shared.abandoned_error()),
             Err(_) => Ok(()),
         };
         // Everything accepted is settled: the journal goes, or stays for the

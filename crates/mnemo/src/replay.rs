@@ -103,6 +103,7 @@ fn replay_one(
     }
     let id = orphan.id.clone();
     let damaged = orphan.damaged.clone();
+    let missing = orphan.missing;
     let kept = orphan.retire()?;
     for d in &damaged {
         report.lost.regions += d.regions as u64;
@@ -117,6 +118,15 @@ fn replay_one(
         );
     }
     report.lost.quarantined.extend(kept);
+    if missing > 0 && damaged.is_empty() {
+        // Records gone without damaged bytes to show for it.
+        report.lost.regions += 1;
+        tracing::error!(
+            journal = %id,
+            records = missing,
+            "crash journal has gaps in its sequence numbers: these saves are NOT recovered"
+        );
+    }
     // Fail point for tests: "panic" (or an abort) here is a crash between
     // removing the files and dropping the mark.
     fail::fail_point!("mnemo::replay_retired");

@@ -206,15 +206,36 @@ impl Decoded {
 /// linear in its length (resynchronising looks for the next magic).
 pub(crate) fn decode_segment(bytes: &[u8]) -> Decoded {
     let has_header = bytes.len() >= SEGMENT_HEADER && &bytes[..8] == SEGMENT_MAGIC;
-    if !has_header {
-        return decode_unframed(bytes);
+    if has_header {
+        let mut out = decode_records(bytes, SEGMENT_HEADER);
+        let size = u64::from_le_bytes(bytes[8..16].try_into().unwrap_or([0; 8]));
+        if size != bytes.len() as u64 {
+            out.truncated = (size as usize).saturating_sub(bytes.len()).max(1);
+        }
+        return out;
     }
+    // No header: a damaged header over intact records (read them: one bad
+    // byte costs no record), or the format before the header.
+    let mut framed = decode_records(bytes, 0);
+    if !framed.records.is_empty() {
+        framed.damaged.retain(|d| d.at >= SEGMENT_HEADER);
+        framed.damaged.insert(
+            0,
+            Damage {
+                at: 0,
+                len: SEGMENT_HEADER,
+            },
+        );
+        framed.unfinished = framed.unfinished.min(bytes.len());
+        return framed;
+    }
+    decode_unframed(bytes)
+}
+
+/// Decodes the records from `start` on, resynchronising past damage.
+fn decode_records(bytes: &[u8], start: usize) -> Decoded {
     let mut out = Decoded::default();
-    let size = u64::from_le_bytes(bytes[8..16].try_into().unwrap_or([0; 8]));
-    if size != bytes.len() as u64 {
-        out.truncated = (size as usize).saturating_sub(bytes.len()).max(1);
-    }
-    let mut at = SEGMENT_HEADER;
+    let mut at = start;
     while at < bytes.len() {
         if let Some((record, len)) = record_at(bytes, at) {
             out.records.push(record);
@@ -279,12 +300,18 @@ fn decode_unframed(bytes: &[u8]) -> Decoded {
         at += 8 + len;
     }
     let rest = &bytes[at..];
-    if out.records.is_empty() {
-        // Neither format: the header was lost (truncated to zero, zeroed,
-        // overwritten). Whatever records were in it are gone.
-        out.truncated = rest.len().max(1);
-    } else if let Some(i) = rest.iter().rposition(|&b| b != 0) {
-        out.damaged.push(Damage { at, len: i + 1 });
+    let tail = rest.iter().rposition(|&b| b != 0).map(|i| i + 1);
+    match tail {
+        // Zero bytes (a segment the format before made empty, with
+        // `set_len`) hold nothing; an empty file is a truncation.
+        None if out.records.is_empty() && bytes.is_empty() => out.truncated = 1,
+        None => {}
+        // Neither format: the header was lost (zeroed, overwritten).
+        Some(len) if out.records.is_empty() => out.truncated = len,
+        // The format before wrote no magic: a torn last write cannot be told
+        // from damage, and was never acknowledged if it was torn. As that
+        // format's recovery did, it ends the data.
+        Some(len) => out.unfinished = len,
     }
     out
 }
@@ -417,8 +444,28 @@ pub(crate) mod tests {
         assert_eq!(d.truncated, 4096 - offsets[5]);
         let d = decode_segment(&[]);
         assert_eq!((d.records.len(), d.lost_regions()), (0, 1));
+        // Zeros: an empty segment of the format before the header.
         let d = decode_segment(&vec![0; 4096]);
+        assert_eq!((d.records.len(), d.lost_regions()), (0, 0));
+        // Garbage without records: lost.
+        let d = decode_segment(&[7; 300]);
         assert_eq!((d.records.len(), d.lost_regions()), (0, 1));
+    }
+
+    #[test]
+    fn a_damaged_header_costs_no_record() {
+        let (mut buf, _) = segment(30, 4096);
+        buf[3] ^= 0x20;
+        let d = decode_segment(&buf);
+        assert_eq!(d.records.len(), 30);
+        assert_eq!(
+            d.damaged,
+            vec![Damage {
+                at: 0,
+                len: SEGMENT_HEADER
+            }]
+        );
+        assert_eq!(d.lost_bytes(), SEGMENT_HEADER, "the header, reported");
     }
 
     #[test]

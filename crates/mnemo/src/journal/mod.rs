@@ -278,12 +278,17 @@ impl Journal {
         };
         let at = seg.len;
         seg.write_record(&self.buf);
-        seg.last_seq = seq;
-        self.last_appended = seq;
         if self.sync == JournalSync::Always {
-            seg.map.flush_range(at, self.buf.len())?;
+            if let Err(e) = seg.map.flush_range(at, self.buf.len()) {
+                // Refused, so not in the journal either: the next save
+                // takes this sequence number, and must not find a twin.
+                seg.take_back(at, self.buf.len());
+                return Err(e.into());
+            }
             seg.synced = seg.len;
         }
+        seg.last_seq = seq;
+        self.last_appended = seq;
         Ok(())
     }
 

@@ -40,6 +40,8 @@ pub(crate) struct Orphan {
     /// Bytes of an unfinished last write (a `save` cut off by the crash,
     /// never acknowledged).
     pub unfinished: usize,
+    /// Sequence numbers missing between readable records.
+    pub missing: u64,
     lock_path: PathBuf,
     segments: Vec<PathBuf>,
     /// The lock file and every segment, locked; released on drop.
@@ -117,8 +119,16 @@ pub(crate) fn orphans(db: &Path) -> Result<Vec<Orphan>> {
     };
     // A lock file still under its temporary name: its engine died while
     // creating its journal, before any record (records follow the rename).
+    // (A minute old at least: a live engine creates the file, then locks
+    // it; one caught in between must not lose it.)
     for name in names.iter().filter(|n| n.ends_with(".lock.tmp")) {
         let path = dir.join(name);
+        let stale = fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() >= 60));
+        if !stale {
+            continue;
+        }
         if let Ok(Some(f)) = try_lock(&path, false) {
             drop(f);
             let _ = fs::remove_file(&path);
@@ -182,12 +192,26 @@ fn claim(dir: &Path, id: &str) -> Result<Option<Orphan>> {
             Err(e) => return Err(e.into()),
         }
     }
+    let mut decoded = Vec::with_capacity(segments.len());
+    for seg in &segments {
+        decoded.push(decode_segment(&fs::read(seg)?));
+    }
+    // Only the journal's last segment with data can end in an unfinished
+    // write: a rotation follows a finished record. Anywhere else a tail
+    // without its magic is a damaged record.
+    let last_with_data = decoded
+        .iter()
+        .rposition(|d| !d.records.is_empty() || d.unfinished > 0 || d.lost_regions() > 0);
     let mut records = Vec::new();
     let mut damaged = Vec::new();
     let mut unfinished = 0;
-    for seg in &segments {
-        let bytes = fs::read(seg)?;
-        let d = decode_segment(&bytes);
+    for (i, (seg, mut d)) in segments.iter().zip(decoded).enumerate() {
+        if d.unfinished > 0 && Some(i) != last_with_data {
+            d.damaged.push(super::format::Damage {
+                at: 0,
+                len: std::mem::take(&mut d.unfinished),
+            });
+        }
         if d.lost_regions() > 0 {
             damaged.push(DamagedSegment {
                 path: seg.clone(),
@@ -202,11 +226,19 @@ fn claim(dir: &Path, id: &str) -> Result<Option<Orphan>> {
     // sorting makes replay order independent of both.
     records.sort_by_key(|r| r.seq);
     records.dedup_by_key(|r| r.seq);
+    // A journal's sequence numbers are consecutive: a gap between two
+    // readable records is a record lost without a trace in the bytes (a
+    // damaged stretch that happened to look empty). Counted as damage.
+    let missing: u64 = records
+        .windows(2)
+        .map(|w| w[1].seq.saturating_sub(w[0].seq + 1))
+        .sum();
     Ok(Some(Orphan {
         id: id.to_owned(),
         records,
         damaged,
         unfinished,
+        missing,
         lock_path,
         segments,
         _locks: locks,

@@ -152,4 +152,20 @@ impl Segment {
         }
         self.len += record.len();
     }
+
+    /// Takes back the last record (`len` bytes written at `at`): zeroes it,
+    /// magic first, and moves the end back. For a record whose `save` was
+    /// refused after it was written (its sync failed).
+    pub(super) fn take_back(&mut self, at: usize, len: usize) {
+        debug_assert!(at + len == self.len);
+        // SAFETY: `at..at + len` is the record just written, inside the
+        // mapping; same ownership argument as `write_record`.
+        unsafe {
+            let dst = self.map.as_mut_ptr().add(at);
+            std::ptr::write_bytes(dst, 0, 4);
+            std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::Release);
+            std::ptr::write_bytes(dst.add(4), 0, len - 4);
+        }
+        self.len = at;
+    }
 }

@@ -236,15 +236,23 @@ fn a_lock_file_left_under_its_temporary_name_is_removed() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("m.db");
     fs::create_dir_all(dir_for(&db))?;
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
     // An engine died between creating its lock file and renaming it.
     let stray = dir_for(&db).join("123-18eb65702f674c86.lock.tmp");
-    fs::write(&stray, b"")?;
-    // One being made right now (its creator holds the lock) stays.
+    File::create(&stray)?.set_modified(old)?;
+    // One being made right now (its creator holds the lock) stays, and so
+    // does a new one not locked yet (its creator is about to).
     let live = dir_for(&db).join("124-18eb65702f674c87.lock.tmp");
     let held = File::create(&live)?;
     held.try_lock().map_err(io::Error::other)?;
+    held.set_modified(old)?;
+    let fresh = dir_for(&db).join("125-18eb65702f674c88.lock.tmp");
+    File::create(&fresh)?;
     assert!(orphans(&db)?.is_empty());
     assert!(!stray.exists(), "the stray is gone");
-    assert!(live.exists(), "the live one is left alone");
+    assert!(
+        live.exists() && fresh.exists(),
+        "the live ones are left alone"
+    );
     Ok(())
 }

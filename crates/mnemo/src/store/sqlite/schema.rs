@@ -271,11 +271,21 @@ pub(super) fn classify_ref(e: &rusqlite::Error) -> AttemptError {
             | ErrorCode::ReadOnly
             | ErrorCode::DiskFull
             | ErrorCode::CannotOpen
-            | ErrorCode::FileLockingProtocolFailed,
+            | ErrorCode::FileLockingProtocolFailed
+            // The database's state, not a row's content: retried, never
+            // dead-lettered row by row.
+            | ErrorCode::DatabaseCorrupt
+            | ErrorCode::NotADatabase
+            | ErrorCode::OutOfMemory
+            | ErrorCode::SchemaChanged
+            | ErrorCode::OperationInterrupted
+            | ErrorCode::OperationAborted,
         ) => AttemptError::Io(e.to_string()),
         Some(ErrorCode::ConstraintViolation | ErrorCode::TooBig | ErrorCode::TypeMismatch) => {
             AttemptError::Row(e.to_string())
         }
+        // A plain SQL error (a trigger's function failing on a row's value,
+        // say): may be the row's; the writer isolates rows to find out.
         _ => AttemptError::Fatal(e.to_string()),
     }
 }

@@ -2,6 +2,7 @@
 //! operation under the rule of which write wins, dead letters, the journal
 //! marks, and tombstone purging.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -258,22 +259,29 @@ impl SqliteWriter {
             if isolate {
                 let sp = tx.savepoint().map_err(classify)?;
                 let mut change = next_change;
-                match apply_one(&sp, op, &mut change) {
-                    Ok(outcome) => {
+                // A panic on one row is that row's: it is caught here, the
+                // savepoint rolls it back, and it is dead-lettered.
+                let applied = catch_unwind(AssertUnwindSafe(|| apply_one(&sp, op, &mut change)));
+                let rejected = match applied {
+                    Ok(Ok(outcome)) => {
                         sp.commit().map_err(classify)?;
                         next_change = change;
                         results.push(ItemResult::Written(outcome));
+                        continue;
                     }
-                    Err(e) => match classify(e) {
-                        AttemptError::Row(reason) => {
-                            drop(sp); // rolls back this row only
-                            tracing::warn!(seq = op.seq, %reason, "row rejected; kept in dead_letters");
-                            dead_letter(&tx, op, &reason).map_err(classify)?;
-                            results.push(ItemResult::DeadLettered(reason));
-                        }
+                    Ok(Err(e)) => match classify(e) {
+                        // Alone in its savepoint, a row that fails with
+                        // anything but a fault of the database is refused
+                        // for its content.
+                        AttemptError::Row(reason) | AttemptError::Fatal(reason) => reason,
                         other => return Err(other),
                     },
-                }
+                    Err(_) => "the store panicked while writing this row".to_owned(),
+                };
+                drop(sp); // rolls back this row only
+                tracing::warn!(seq = op.seq, reason = %rejected, "row rejected; kept in dead_letters");
+                dead_letter(&tx, op, &rejected).map_err(classify)?;
+                results.push(ItemResult::DeadLettered(rejected));
             } else {
                 let outcome = apply_one(&tx, op, &mut next_change).map_err(classify)?;
                 results.push(ItemResult::Written(outcome));
@@ -305,14 +313,21 @@ impl BatchWriter for SqliteWriter {
     /// connection's busy timeout (a slice of `busy_deadline`) before it is a
     /// fault, which the writer retries.
     fn write_batch(&mut self, ops: &[StoreOp]) -> Result<BatchReport, Fault> {
-        // Fast path: the whole batch in one go. Only if a row is rejected is
-        // the batch tried again with a savepoint per row.
-        let result = match self.attempt(ops, false) {
-            Err(AttemptError::Row(reason)) => {
-                tracing::debug!(%reason, "a row was rejected; retrying the batch row by row");
+        // Fast path: the whole batch in one go. Only if a row may be at
+        // fault (rejected, a plain SQL error, a panic) is the batch tried
+        // again with a savepoint per row, so one poison row cannot hold up
+        // the writer (and every later save) for good.
+        let first = catch_unwind(AssertUnwindSafe(|| self.attempt(ops, false)));
+        let result = match first {
+            Ok(Err(AttemptError::Row(reason) | AttemptError::Fatal(reason))) => {
+                tracing::debug!(%reason, "a row may be at fault; retrying the batch row by row");
                 self.attempt(ops, true)
             }
-            other => other,
+            Err(_) => {
+                tracing::debug!("the store panicked; retrying the batch row by row");
+                self.attempt(ops, true)
+            }
+            Ok(other) => other,
         };
         result.map_err(|e| {
             Fault(match e {
