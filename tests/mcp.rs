@@ -1292,3 +1292,64 @@ fn measure_store_memory_round_trip() {
         println!("{row}");
     }
 }
+
+/// While the database refuses writes (every commit fails: an injected I/O
+/// error, `MNEMO_FAILPOINTS`, test builds only), `store_memory` still
+/// answers at once, and says the change is kept but not committed; the
+/// change is readable; and a server killed in that state loses nothing:
+/// the next open commits it from the crash journal.
+#[test]
+fn a_stalled_database_is_said_in_the_answer_and_loses_nothing() {
+    run(async {
+        let (_dir, db) = temp_db();
+        let mut raw = Raw::start(&db, &[("MNEMO_FAILPOINTS", "mnemo::commit=return")]).await;
+        let first = raw
+            .call(
+                1,
+                "store_memory",
+                json!({"category": "c", "key": "k0", "value": "first"}),
+            )
+            .await;
+        assert_eq!(Raw::ok_text(&first)["status"], "accepted");
+        // The first flush fails after the quiet window; from then on the
+        // answers carry the note.
+        let started = Instant::now();
+        let mut n = 1;
+        let note = loop {
+            let answer = raw
+                .call(
+                    1 + n,
+                    "store_memory",
+                    json!({"category": "c", "key": format!("k{n}"), "value": "later"}),
+                )
+                .await;
+            let answer = Raw::ok_text(&answer);
+            assert_eq!(answer["status"], "accepted", "{answer}");
+            if let Some(note) = answer["note"].as_str() {
+                break note.to_owned();
+            }
+            assert!(started.elapsed() < EXIT_LIMIT, "no note while stalled");
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(note.contains("not committed yet"), "{note}");
+        assert!(note.contains("injected I/O error"), "{note}");
+        let got = raw
+            .call(900, "get_memory", json!({"category": "c", "key": "k0"}))
+            .await;
+        assert_eq!(Raw::ok_text(&got)["memory"]["value"], "first", "{got}");
+        raw.child.kill().await.expect("SIGKILL the server");
+        assert_eq!(committed_rows(&db, "alice"), 0, "nothing could commit");
+        let memory = Memory::open(Config::new(&db)).expect("open");
+        for i in 0..=n {
+            assert!(
+                memory
+                    .get("alice", "c", &format!("k{i}"))
+                    .expect("get")
+                    .is_some(),
+                "k{i}"
+            );
+        }
+        memory.shutdown_blocking().expect("shutdown");
+    });
+}

@@ -204,7 +204,7 @@ retrying is safe. Returns {\"status\":\"accepted\",\"seq\":N}.",
                         }
                     }
                 });
-                json_result(json!({"status": "accepted", "seq": seq}))
+                json_result(accepted(&self.memory, seq))
             }
             Err(e) => tool_error(TOOL, e),
         }
@@ -366,9 +366,29 @@ read at once. Forgetting a key that does not exist is harmless. Returns \
             .memory
             .forget(&self.namespace, &args.category, &args.key)
         {
-            Ok(receipt) => json_result(json!({"status": "accepted", "seq": receipt.seq()})),
+            Ok(receipt) => json_result(accepted(&self.memory, receipt.seq())),
             Err(e) => tool_error(TOOL, e),
         }
+    }
+}
+
+/// The answer to an accepted `store_memory` / `forget_memory`. While the
+/// engine's writer cannot commit (the database locked by another process,
+/// a full disk), it says so: the change is kept and readable, and will be
+/// committed when the fault clears, which the model may tell the user.
+fn accepted(memory: &Memory, seq: u64) -> Value {
+    let stats = memory.stats();
+    match stats.writer_stall_reason {
+        None => json!({"status": "accepted", "seq": seq}),
+        Some(reason) => json!({
+            "status": "accepted",
+            "seq": seq,
+            "note": format!(
+                "kept and readable now, but not committed yet: the database has refused writes \
+                 for {:.0} s ({reason}); it is committed as soon as it accepts them",
+                stats.writer_stalled_ms as f64 / 1e3
+            ),
+        }),
     }
 }
 
