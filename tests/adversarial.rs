@@ -8,69 +8,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{child_db, config, query_i64, temp_db, TempDb};
+use common::{
+    child_db, config, journal_dir, kill_child_after, query_i64, record_offsets, run_child,
+    segments, temp_db,
+};
 use mnemo::{Config, Error, Memory, Result, SaveRequest};
 
 fn req(key: &str, value: &str) -> SaveRequest {
     SaveRequest::new("u", "facts", key, value)
-}
-
-#[allow(dead_code)]
-fn run_child(name: &str, db: &Path) -> String {
-    let out = common::child_command(name, db)
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run child");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("DONE"),
-        "child {name} failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    stdout
-}
-
-fn kill_child_after(name: &str, db: &Path, marker: &str) {
-    let mut child = common::child_command(name, db)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn child");
-    let seen = BufReader::new(child.stdout.take().expect("stdout"))
-        .lines()
-        .map_while(|l| l.ok())
-        .any(|l| l.contains(marker));
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reap");
-    assert!(seen, "child {name} never printed {marker}");
-}
-
-fn journal_dir(db: &TempDb) -> PathBuf {
-    db.dir.path().join("mnemo.db.journal")
-}
-
-fn segments(db: &TempDb) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(journal_dir(db))
-        .expect("journal dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    v.sort();
-    v
-}
-
-fn record_offsets(bytes: &[u8]) -> Vec<usize> {
-    bytes
-        .windows(4)
-        .enumerate()
-        .filter(|(_, w)| w == b"MNR1")
-        .map(|(i, _)| i)
-        .collect()
 }
 
 /// Saves k000..k099 (1 KB each) into a journal of 96 KiB segments and

@@ -75,6 +75,67 @@ pub fn child_db() -> Option<PathBuf> {
     std::env::var_os("MNEMO_CHILD_DB").map(Into::into)
 }
 
+/// Runs child test `name` (see [`child_command`]) to completion and asserts
+/// it succeeded and printed `DONE`; returns its stdout.
+pub fn run_child(name: &str, db: &std::path::Path) -> String {
+    let out = child_command(name, db)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run child");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("DONE"),
+        "child {name} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    stdout
+}
+
+/// Starts child test `name`, waits until it prints `marker`, kills it with
+/// SIGKILL.
+pub fn kill_child_after(name: &str, db: &std::path::Path, marker: &str) {
+    use std::io::BufRead;
+    let mut child = child_command(name, db)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn child");
+    let seen = std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .lines()
+        .map_while(|l| l.ok())
+        .any(|l| l.contains(marker));
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    assert!(seen, "child {name} never printed {marker}");
+}
+
+/// The crash journal folder of a [`temp_db`].
+pub fn journal_dir(db: &TempDb) -> PathBuf {
+    db.dir.path().join("mnemo.db.journal")
+}
+
+/// The journal segment files of a [`temp_db`], in order.
+pub fn segments(db: &TempDb) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(journal_dir(db))
+        .expect("journal dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Offsets of the records in a journal segment (each starts with the
+/// magic `MNR1`).
+pub fn record_offsets(bytes: &[u8]) -> Vec<usize> {
+    bytes
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| w == b"MNR1")
+        .map(|(i, _)| i)
+        .collect()
+}
+
 /// The MiniLM model directory: `$MNEMO_MINILM_DIR`, else the workspace's
 /// `models/all-MiniLM-L6-v2` (where `scripts/fetch-minilm.sh` puts it).
 #[cfg(feature = "minilm")]
