@@ -280,13 +280,22 @@ impl Shared {
     /// With `JournalSync::Batch`: forces every segment written since the
     /// last flush to disk (outside the ingress lock).
     pub fn sync_journal(&self) {
-        let handles = match self.inbox.lock().journal.as_mut() {
+        let handles = match self.inbox.lock().journal.as_ref() {
             Some(j) => j.sync_handles(),
             None => return,
         };
-        for map in handles {
-            if let Err(e) = map.flush() {
-                tracing::warn!(error = %e, "journal sync failed");
+        let mut done = Vec::with_capacity(handles.len());
+        for (index, len, map) in handles {
+            match map.flush() {
+                Ok(()) => done.push((index, len)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "journal sync failed; retried at the next flush")
+                }
+            }
+        }
+        if let Some(j) = self.inbox.lock().journal.as_mut() {
+            for (index, len) in done {
+                j.synced(index, len);
             }
         }
     }

@@ -292,21 +292,27 @@ impl Journal {
         Ok(())
     }
 
-    /// With [`JournalSync::Batch`]: the mappings of every segment written
-    /// since the last call (not only the active one: a rotation may have
-    /// happened since), to sync outside the ingress lock.
-    pub fn sync_handles(&mut self) -> Vec<Arc<MmapRaw>> {
+    /// With [`JournalSync::Batch`]: every segment written since its last
+    /// sync (not only the active one: a rotation may have happened since),
+    /// as (index, bytes written, mapping), to sync outside the ingress lock
+    /// and then report with [`synced`](Self::synced).
+    pub fn sync_handles(&self) -> Vec<(u64, usize, Arc<MmapRaw>)> {
         if self.sync != JournalSync::Batch {
             return Vec::new();
         }
         self.segments
-            .iter_mut()
+            .iter()
             .filter(|s| s.synced < s.len)
-            .map(|s| {
-                s.synced = s.len;
-                s.map.clone()
-            })
+            .map(|s| (s.index, s.len, s.map.clone()))
             .collect()
+    }
+
+    /// Segment `index` is on stable storage up to `len` bytes. A sync that
+    /// failed is not reported, so the next flush tries it again.
+    pub fn synced(&mut self, index: u64, len: usize) {
+        if let Some(s) = self.segments.iter_mut().find(|s| s.index == index) {
+            s.synced = s.synced.max(len);
+        }
     }
 
     /// Everything up to `seq` is committed: full segments holding nothing
