@@ -9,7 +9,8 @@
 //! system is stopping.
 //!
 //! **A batch is never given up for a transient fault.** A locked database,
-//! a full disk, an I/O error or a panic in the store makes the writer retry
+//! a full disk, an I/O error or a panic outside any one row (a row that
+//! fails or panics alone is the store's to dead-letter) makes the writer retry
 //! the same batch with backoff (5 ms doubling to 1 s, jittered) for as long
 //! as the process lives; the saves stay in the journal and the overlay,
 //! readable, and the stall shows in `stats` and in the writer's health
@@ -101,9 +102,10 @@ fn version_of(o: &WriteOutcome) -> u64 {
 /// The longest pause between two attempts at a failing batch.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// One attempt; a panic in the store neither takes this thread (and every
-/// later flush) down nor loses the batch: it is a fault like any other (a
-/// panic leaves no transaction behind: rusqlite rolls back on drop).
+/// One attempt; a panic that escapes the store neither takes this thread
+/// (and every later flush) down nor loses the batch: it is a fault like any
+/// other (a panic leaves no transaction behind: rusqlite rolls back on
+/// drop).
 fn attempt_catching_panics(
     store: &mut dyn BatchWriter,
     ops: &[StoreOp],
