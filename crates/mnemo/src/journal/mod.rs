@@ -6,7 +6,7 @@
 //! exclusive file lock while the engine lives. A segment is a fixed-size
 //! file whose space is reserved on disk when it is made (so a full disk is
 //! a typed error from `save`, never a fault in a mapped page), mapped into
-//! memory (shared mapping); the record format is in [`format`].
+//! memory (shared mapping); the record format is in `format`.
 //!
 //! **Why a mapping and not `write(2)`:** both put the bytes in the kernel's
 //! page cache, which is what survives `kill -9`, a panic or an OOM kill; a
@@ -18,13 +18,13 @@
 //! transaction, the highest sequence number it committed from this journal
 //! (`journal_marks`); the writer commits batches in sequence order and never
 //! skips one, so every record at or below the mark is committed. On open,
-//! every journal whose owner is gone ([`recovery`]) is read, records past
+//! every journal whose owner is gone (`recovery`) is read, records past
 //! its mark are written in order, then its files are removed (damaged ones
 //! moved aside) and only then its mark.
 //!
-//! - [`format`]: the bytes of a segment; decoding that survives damage.
-//! - [`segment`]: one segment file: reserve, lock, map, append.
-//! - [`recovery`]: finding the journals of engines that are gone.
+//! - `format`: the bytes of a segment; decoding that survives damage.
+//! - `segment`: one segment file: reserve, lock, map, append.
+//! - `recovery`: finding the journals of engines that are gone.
 
 pub(crate) mod format;
 pub(crate) mod recovery;
