@@ -33,16 +33,21 @@ fn a_file_that_is_not_a_database_is_named_as_such() -> Result<()> {
 #[test]
 fn a_damaged_database_is_named_as_such() -> Result<()> {
     let db = temp_db();
-    let memory = Memory::open(Config::new(&db.path))?;
-    for i in 0..300 {
-        memory.save(SaveRequest::new("u", "c", format!("k{i}"), "x".repeat(500)))?;
+    // A database with some pages, written by one plain connection and
+    // closed (no engine thread may still hold it open).
+    {
+        let conn = rusqlite::Connection::open(&db.path).expect("open");
+        conn.execute_batch(
+            "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300)
+             INSERT INTO notes (body) SELECT printf('%.500c', 'x') FROM n;",
+        )
+        .expect("fill");
     }
-    memory.shutdown_blocking()?;
     // Keep SQLite's 100-byte header, overwrite everything after it: the
     // schema (page 1) is unreadable.
-    let _ = std::fs::remove_file(db.dir.path().join("mnemo.db-wal"));
-    let _ = std::fs::remove_file(db.dir.path().join("mnemo.db-shm"));
     let mut bytes = std::fs::read(&db.path)?;
+    assert!(bytes.len() > 4096, "{} bytes", bytes.len());
     bytes[100..].fill(0xa5);
     std::fs::write(&db.path, &bytes)?;
     let (_, reason) = open_error(Config::new(&db.path));
