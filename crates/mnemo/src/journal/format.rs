@@ -188,6 +188,9 @@ pub(crate) struct Decoded {
     /// truncated), or its header is missing or wrong: by how many bytes,
     /// at least 1.
     pub truncated: usize,
+    /// It is a segment of the current format (its header, or its records,
+    /// say so), not of the format before the header.
+    pub current: bool,
 }
 
 impl Decoded {
@@ -208,6 +211,7 @@ pub(crate) fn decode_segment(bytes: &[u8]) -> Decoded {
     let has_header = bytes.len() >= SEGMENT_HEADER && &bytes[..8] == SEGMENT_MAGIC;
     if has_header {
         let mut out = decode_records(bytes, SEGMENT_HEADER);
+        out.current = true;
         let size = u64::from_le_bytes(bytes[8..16].try_into().unwrap_or([0; 8]));
         if size != bytes.len() as u64 {
             out.truncated = (size as usize).saturating_sub(bytes.len()).max(1);
@@ -218,6 +222,7 @@ pub(crate) fn decode_segment(bytes: &[u8]) -> Decoded {
     // byte costs no record), or the format before the header.
     let mut framed = decode_records(bytes, 0);
     if !framed.records.is_empty() {
+        framed.current = true;
         framed.damaged.retain(|d| d.at >= SEGMENT_HEADER);
         framed.damaged.insert(
             0,
@@ -257,7 +262,16 @@ fn decode_records(bytes: &[u8], start: usize) -> Decoded {
             }
             None => {
                 let len = last_nonzero + 1;
-                if u32_at(bytes, at) == Some(RECORD_MAGIC) || has_magic_after(rest) {
+                // An unfinished write is one record without its magic: the
+                // bytes past its own length (when that is readable) must be
+                // zero. (A value holding the magic's text is no trace of a
+                // finished record.)
+                let own_end = u32_at(bytes, at + 4)
+                    .and_then(|l| (at + RECORD_HEADER).checked_add(l as usize))
+                    .filter(|&end| end <= bytes.len())
+                    .unwrap_or(at + 1);
+                let beyond = &bytes[own_end.min(at + len)..at + len];
+                if u32_at(bytes, at) == Some(RECORD_MAGIC) || has_magic(beyond) {
                     out.damaged.push(Damage { at, len });
                 } else {
                     out.unfinished = len;
@@ -269,12 +283,11 @@ fn decode_records(bytes: &[u8], start: usize) -> Decoded {
     out
 }
 
-/// Whether any record magic occurs in `bytes` after its first byte: a tail
-/// holding a magic held a finished record once, so it is damage, not an
-/// unfinished write.
-fn has_magic_after(bytes: &[u8]) -> bool {
+/// Whether a record magic occurs in `bytes`: a tail holding one past an
+/// unfinished record held a finished record once, so it is damage.
+fn has_magic(bytes: &[u8]) -> bool {
     let m = RECORD_MAGIC.to_le_bytes();
-    bytes.windows(4).skip(1).any(|w| w == m)
+    bytes.windows(4).any(|w| w == m)
 }
 
 /// A segment without the header: the format before it (a valid prefix of

@@ -80,6 +80,15 @@ impl Orphan {
     }
 }
 
+/// The index in a segment's name (`<id>.<index>.seg`, or `.seg.tmp`).
+fn segment_index(path: &Path) -> u64 {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.split('.').nth(1))
+        .and_then(|i| i.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
 /// The journal id a file in the journal folder belongs to: `<id>.lock`,
 /// `<id>.<n>.seg`, `<id>.<n>.seg.tmp`.
 fn id_of(name: &str) -> Option<&str> {
@@ -170,7 +179,7 @@ fn claim(dir: &Path, id: &str) -> Result<Option<Orphan>> {
             continue;
         }
         match try_lock(&path, false) {
-            Ok(Some(f)) if is_tmp => {
+            Ok(Some(f)) if is_tmp && decode_segment(&fs::read(&path)?).records.is_empty() => {
                 // A segment whose creation never finished: it never held a
                 // record (records go only into renamed segments).
                 drop(f);
@@ -192,9 +201,25 @@ fn claim(dir: &Path, id: &str) -> Result<Option<Orphan>> {
             Err(e) => return Err(e.into()),
         }
     }
+    // (A `.seg.tmp` still here holds records: its rename was lost, by a
+    // power cut say. It is read like the others.) In index order: names
+    // sort as text only up to six digits.
+    segments.sort_by_key(|p| segment_index(p));
     let mut decoded = Vec::with_capacity(segments.len());
+    let mut empty = Vec::with_capacity(segments.len());
     for seg in &segments {
-        decoded.push(decode_segment(&fs::read(seg)?));
+        let bytes = fs::read(seg)?;
+        empty.push(bytes.is_empty());
+        decoded.push(decode_segment(&bytes));
+    }
+    // An empty file is a truncated segment of the current format (its
+    // segments are made whole, then renamed); the format before made a file,
+    // then sized it, so a crash in between left an empty one, harmless.
+    let previous_format = !decoded.iter().any(|d| d.current);
+    for (d, empty) in decoded.iter_mut().zip(&empty) {
+        if *empty && previous_format {
+            d.truncated = 0;
+        }
     }
     // Only the journal's last segment with data can end in an unfinished
     // write: a rotation follows a finished record. Anywhere else a tail

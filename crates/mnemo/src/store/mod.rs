@@ -64,8 +64,12 @@ pub(crate) enum AttemptError {
     Io(String),
     /// One row was rejected (constraint, trigger, type): isolate it.
     Row(String),
-    /// Anything else (corrupt, misuse): not worth an immediate retry.
+    /// A plain SQL error (a trigger's function failing on a value, say):
+    /// may be a row's; rows are isolated to find out.
     Fatal(String),
+    /// A row rolled back the whole transaction (a trigger's
+    /// `RAISE(ROLLBACK)`); the writer remembers it and tries again.
+    RolledBack,
 }
 
 /// Retries `attempt` while it reports [`AttemptError::Busy`] or

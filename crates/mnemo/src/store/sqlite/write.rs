@@ -45,33 +45,54 @@ UPDATE memories SET deleted = 1, value = '', metadata = NULL, version = version 
 WHERE namespace = ?1 AND category = ?2 AND key = ?3 AND deleted = 0 AND hlc <= ?7
 RETURNING version";
 
+const ROW_STATE: &str = "SELECT hlc, deleted, version FROM memories
+     WHERE namespace = ?1 AND category = ?2 AND key = ?3";
+
+const TOUCH: &str = "UPDATE memories SET hlc = ?4
+     WHERE namespace = ?1 AND category = ?2 AND key = ?3 AND hlc < ?4";
+
+/// A tombstone for a key the database does not hold (change 0: nothing to
+/// index).
+const TOMBSTONE: &str = "INSERT INTO memories (namespace, category, key, value, metadata, version,
+                          seq, change_seq, created_at, updated_at, deleted, hlc)
+     VALUES (?1, ?2, ?3, '', NULL, 0, ?4, 0, ?5, ?5, 1, ?6)";
+
+const DEAD_LETTER: &str =
+    "INSERT INTO dead_letters (namespace, category, key, value, metadata, seq,
+                          reason, failed_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+/// Compiles every statement a batch runs. SQLite compiles a table's
+/// triggers with the statement, so a failure here (a trigger naming a table
+/// or function that is gone, say) is the database's state, never a row's.
+fn prepare_all(conn: &Connection) -> rusqlite::Result<()> {
+    for sql in [UPSERT, FORGET, ROW_STATE, TOUCH, TOMBSTONE, DEAD_LETTER] {
+        conn.prepare_cached(sql)?;
+    }
+    Ok(())
+}
+
 /// The stamp a key's row holds, whether it is a tombstone, and its version.
 pub(super) fn row_state(
     conn: &Connection,
     p: &OpPayload,
 ) -> rusqlite::Result<Option<(u64, bool, u64)>> {
-    conn.prepare_cached(
-        "SELECT hlc, deleted, version FROM memories
-         WHERE namespace = ?1 AND category = ?2 AND key = ?3",
-    )?
-    .query_row(params![p.namespace, p.category, p.key], |r| {
-        Ok((
-            r.get::<_, i64>(0)? as u64,
-            r.get(1)?,
-            r.get::<_, i64>(2)? as u64,
-        ))
-    })
-    .optional()
+    conn.prepare_cached(ROW_STATE)?
+        .query_row(params![p.namespace, p.category, p.key], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get(1)?,
+                r.get::<_, i64>(2)? as u64,
+            ))
+        })
+        .optional()
 }
 
 /// Raises a row's stamp to `hlc` without a new version or change: the row
 /// already says what the operation says, and must now count as that new.
 pub(super) fn touch(conn: &Connection, p: &OpPayload, hlc: u64) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "UPDATE memories SET hlc = ?4
-         WHERE namespace = ?1 AND category = ?2 AND key = ?3 AND hlc < ?4",
-    )?
-    .execute(params![p.namespace, p.category, p.key, hlc as i64])?;
+    conn.prepare_cached(TOUCH)?
+        .execute(params![p.namespace, p.category, p.key, hlc as i64])?;
     Ok(())
 }
 
@@ -158,12 +179,14 @@ pub(super) fn apply_one(
                     // earlier may still arrive (another process's journal):
                     // a tombstone keeps it from coming back. Change 0: the
                     // index has nothing to do for it.
-                    conn.prepare_cached(
-                        "INSERT INTO memories (namespace, category, key, value, metadata, version,
-                                               seq, change_seq, created_at, updated_at, deleted, hlc)
-                         VALUES (?1, ?2, ?3, '', NULL, 0, ?4, 0, ?5, ?5, 1, ?6)",
-                    )?
-                    .execute(params![p.namespace, p.category, p.key, seq, p.at_ms, hlc])?;
+                    conn.prepare_cached(TOMBSTONE)?.execute(params![
+                        p.namespace,
+                        p.category,
+                        p.key,
+                        seq,
+                        p.at_ms,
+                        hlc
+                    ])?;
                     Ok(WriteOutcome::NotFound)
                 }
             }
@@ -173,11 +196,16 @@ pub(super) fn apply_one(
 
 pub(super) fn dead_letter(conn: &Connection, op: &StoreOp, reason: &str) -> rusqlite::Result<()> {
     let p = &op.payload;
-    conn.prepare_cached(
-        "INSERT INTO dead_letters (namespace, category, key, value, metadata, seq, reason, failed_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![p.namespace, p.category, p.key, p.value, p.metadata, op.seq as i64, reason, now_ms()])?;
+    conn.prepare_cached(DEAD_LETTER)?.execute(params![
+        p.namespace,
+        p.category,
+        p.key,
+        p.value,
+        p.metadata,
+        op.seq as i64,
+        reason,
+        now_ms()
+    ])?;
     Ok(())
 }
 
@@ -188,6 +216,11 @@ pub(crate) struct SqliteWriter {
     /// The crash journal the batches come from; each commit records how far
     /// it got in `journal_marks`.
     journal_id: Option<String>,
+    /// Operations (by sequence number) whose row rolled back a whole
+    /// transaction (a trigger's `RAISE(ROLLBACK)`), with the reason: the
+    /// next attempt dead-letters them without running them. Emptied as
+    /// their batch commits.
+    poison: std::collections::HashMap<u64, String>,
 }
 
 impl SqliteWriter {
@@ -223,6 +256,7 @@ impl SqliteWriter {
         Ok(SqliteWriter {
             conn,
             journal_id: None,
+            poison: std::collections::HashMap::new(),
         })
     }
 
@@ -249,43 +283,82 @@ impl SqliteWriter {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(classify)?;
+        // A read first: it brings this connection's copy of the schema up to
+        // date (another connection may have changed it) before compiling.
         let mut next_change = meta(&tx, "next_change").map_err(classify)?;
+        prepare_all(&tx).map_err(|e| {
+            AttemptError::Io(format!("the database's schema does not accept writes: {e}"))
+        })?;
         let mut results = Vec::with_capacity(ops.len());
         let mut max_seq = 0;
         let mut max_hlc = 0;
+        // Plain SQL errors of rows failing alone, to tell a database-wide
+        // fault (every row, the same error) from rows at fault.
+        let mut sql_errors: Vec<String> = Vec::new();
         for op in ops {
             max_seq = max_seq.max(op.seq);
             max_hlc = max_hlc.max(op.hlc);
-            if isolate {
-                let sp = tx.savepoint().map_err(classify)?;
-                let mut change = next_change;
-                // A panic on one row is that row's: it is caught here, the
-                // savepoint rolls it back, and it is dead-lettered.
-                let applied = catch_unwind(AssertUnwindSafe(|| apply_one(&sp, op, &mut change)));
-                let rejected = match applied {
-                    Ok(Ok(outcome)) => {
-                        sp.commit().map_err(classify)?;
-                        next_change = change;
-                        results.push(ItemResult::Written(outcome));
-                        continue;
-                    }
-                    Ok(Err(e)) => match classify(e) {
-                        // Alone in its savepoint, a row that fails with
-                        // anything but a fault of the database is refused
-                        // for its content.
-                        AttemptError::Row(reason) | AttemptError::Fatal(reason) => reason,
-                        other => return Err(other),
-                    },
-                    Err(_) => "the store panicked while writing this row".to_owned(),
-                };
-                drop(sp); // rolls back this row only
-                tracing::warn!(seq = op.seq, reason = %rejected, "row rejected; kept in dead_letters");
-                dead_letter(&tx, op, &rejected).map_err(classify)?;
-                results.push(ItemResult::DeadLettered(rejected));
-            } else {
+            if !isolate {
                 let outcome = apply_one(&tx, op, &mut next_change).map_err(classify)?;
                 results.push(ItemResult::Written(outcome));
+                continue;
             }
+            if let Some(reason) = self.poison.get(&op.seq) {
+                dead_letter(&tx, op, reason).map_err(classify)?;
+                results.push(ItemResult::DeadLettered(reason.clone()));
+                continue;
+            }
+            let sp = tx.savepoint().map_err(classify)?;
+            let mut change = next_change;
+            // A panic on one row is that row's: it is caught here, the
+            // savepoint rolls it back, and it is dead-lettered.
+            let applied = catch_unwind(AssertUnwindSafe(|| apply_one(&sp, op, &mut change)));
+            let (rejected, sql_error) = match applied {
+                Ok(Ok(outcome)) => {
+                    sp.commit().map_err(classify)?;
+                    next_change = change;
+                    results.push(ItemResult::Written(outcome));
+                    continue;
+                }
+                Ok(Err(e)) => match classify(e) {
+                    // Alone in its savepoint, a row that fails with anything
+                    // but a fault of the database is refused for its content.
+                    AttemptError::Row(reason) => (reason, false),
+                    AttemptError::Fatal(reason) => (reason, true),
+                    other => return Err(other),
+                },
+                Err(_) => (
+                    "the store panicked while writing this row".to_owned(),
+                    false,
+                ),
+            };
+            drop(sp); // rolls back this row only
+            if tx.is_autocommit() {
+                // The row rolled back the whole transaction (a trigger's
+                // `RAISE(ROLLBACK)`): nothing of this attempt stands, and
+                // nothing more may be written outside it. The next attempt
+                // dead-letters the row without running it.
+                tracing::warn!(seq = op.seq, reason = %rejected, "a row rolled back its whole transaction");
+                self.poison.insert(op.seq, rejected);
+                return Err(AttemptError::RolledBack);
+            }
+            if sql_error {
+                sql_errors.push(rejected.clone());
+            }
+            tracing::warn!(seq = op.seq, reason = %rejected, "row rejected; kept in dead_letters");
+            dead_letter(&tx, op, &rejected).map_err(classify)?;
+            results.push(ItemResult::DeadLettered(rejected));
+        }
+        if ops.len() > 1
+            && sql_errors.len() == ops.len()
+            && sql_errors.iter().all(|r| *r == sql_errors[0])
+        {
+            // Every row failing alike is the database, not the rows: retried
+            // (the transaction, dead letters included, rolls back on drop).
+            return Err(AttemptError::Io(format!(
+                "every row of the batch fails with the same error: {}",
+                sql_errors[0]
+            )));
         }
         set_meta(&tx, "next_change", next_change).map_err(classify)?;
         if let Some(journal) = &self.journal_id {
@@ -301,10 +374,28 @@ impl SqliteWriter {
         let seen = meta(&tx, "max_hlc").map_err(classify)?;
         set_meta(&tx, "max_hlc", seen.max(max_hlc as i64)).map_err(classify)?;
         tx.commit().map_err(classify)?;
+        for op in ops {
+            self.poison.remove(&op.seq);
+        }
         Ok(BatchReport {
             results,
             last_change: next_change - 1,
         })
+    }
+}
+
+impl SqliteWriter {
+    /// The batch with a savepoint per row. A row that rolls back the whole
+    /// transaction is remembered and the batch tried again without it (at
+    /// most once per row).
+    fn attempt_row_by_row(&mut self, ops: &[StoreOp]) -> Result<BatchReport, AttemptError> {
+        for _ in 0..ops.len() {
+            match self.attempt(ops, true) {
+                Err(AttemptError::RolledBack) => continue,
+                other => return other,
+            }
+        }
+        self.attempt(ops, true)
     }
 }
 
@@ -321,11 +412,11 @@ impl BatchWriter for SqliteWriter {
         let result = match first {
             Ok(Err(AttemptError::Row(reason) | AttemptError::Fatal(reason))) => {
                 tracing::debug!(%reason, "a row may be at fault; retrying the batch row by row");
-                self.attempt(ops, true)
+                self.attempt_row_by_row(ops)
             }
             Err(_) => {
                 tracing::debug!("the store panicked; retrying the batch row by row");
-                self.attempt(ops, true)
+                self.attempt_row_by_row(ops)
             }
             Ok(other) => other,
         };
@@ -336,6 +427,7 @@ impl BatchWriter for SqliteWriter {
                 // A row error outside a savepoint (the dead-letter insert
                 // itself failed): the batch is tried again.
                 AttemptError::Row(reason) => format!("a row could not be isolated: {reason}"),
+                AttemptError::RolledBack => "rows keep rolling back the transaction".to_owned(),
             })
         })
     }
