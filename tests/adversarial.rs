@@ -26,22 +26,7 @@ fn req(key: &str, value: &str) -> SaveRequest {
 #[test]
 #[ignore = "child process of the journal tests"]
 fn child_saves_a_hundred_and_waits() {
-    let Some(path) = child_db() else { return };
-    let mut c = Config::new(path);
-    c.quiet_window = Duration::from_secs(3_600);
-    c.max_wait = Duration::from_secs(3_600);
-    c.journal_segment_bytes = 96 * 1024;
-    let memory = Memory::open(c).unwrap();
-    for i in 0..100 {
-        memory
-            .save(req(
-                &format!("k{i:03}"),
-                &format!("{i} {}", "z".repeat(1_000)),
-            ))
-            .unwrap();
-    }
-    println!("\nSAVED");
-    std::thread::sleep(Duration::from_secs(60));
+    common::child_saves_and_waits(100, |c| c.journal_segment_bytes = 96 * 1024);
 }
 
 // ------------------------------------------------------------------------

@@ -348,24 +348,11 @@ fn an_old_format_spare_cut_off_before_its_set_len_is_not_damage() -> Result<()> 
 #[test]
 #[ignore = "child process of the segment-order test"]
 fn child_saves_forty_in_small_segments() {
-    let Some(path) = child_db() else { return };
-    let mut c = Config::new(path);
-    c.quiet_window = Duration::from_secs(3_600);
-    c.max_wait = Duration::from_secs(3_600);
-    c.max_value_bytes = 2048;
-    c.max_metadata_bytes = 256;
-    c.journal_segment_bytes = 16 * 1024;
-    let memory = Memory::open(c).unwrap();
-    for i in 0..40 {
-        memory
-            .save(req(
-                &format!("k{i:03}"),
-                &format!("{i} {}", "z".repeat(1_000)),
-            ))
-            .unwrap();
-    }
-    println!("\nSAVED");
-    std::thread::sleep(Duration::from_secs(60));
+    common::child_saves_and_waits(40, |c| {
+        c.max_value_bytes = 2048;
+        c.max_metadata_bytes = 256;
+        c.journal_segment_bytes = 16 * 1024;
+    });
 }
 
 #[test]

@@ -136,6 +136,33 @@ pub fn record_offsets(bytes: &[u8]) -> Vec<usize> {
         .collect()
 }
 
+/// The body of a child test that leaves an unflushed journal behind: opens
+/// the child's database with `config` (the quiet window and max wait made an
+/// hour long, so nothing commits), saves `u/facts/k000`.. `k{n-1}` with a
+/// value of about 1 KB each, prints `SAVED` and waits to be killed (see
+/// [`kill_child_after`]).
+pub fn child_saves_and_waits(n: usize, config: impl FnOnce(&mut Config)) {
+    let Some(path) = child_db() else { return };
+    let mut c = Config::new(path);
+    c.quiet_window = Duration::from_secs(3_600);
+    c.max_wait = Duration::from_secs(3_600);
+    config(&mut c);
+    let memory = mnemo::Memory::open(c).expect("open");
+    for i in 0..n {
+        let value = format!("{i} {}", "z".repeat(1_000));
+        memory
+            .save(mnemo::SaveRequest::new(
+                "u",
+                "facts",
+                format!("k{i:03}"),
+                value,
+            ))
+            .expect("save");
+    }
+    println!("\nSAVED");
+    std::thread::sleep(Duration::from_secs(60));
+}
+
 /// The MiniLM model directory: `$MNEMO_MINILM_DIR`, else the workspace's
 /// `models/all-MiniLM-L6-v2` (where `scripts/fetch-minilm.sh` puts it).
 #[cfg(feature = "minilm")]
