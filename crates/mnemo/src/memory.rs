@@ -278,17 +278,7 @@ impl Memory {
             .inner
             .reads
             .with(|conn| sqlite::list(conn, namespace, category))?;
-        let mut merged: std::collections::BTreeMap<(String, String), MemoryRecord> = stored
-            .into_iter()
-            .map(|r| ((r.category.clone(), r.key.clone()), r))
-            .collect();
-        for e in fresh {
-            let k = (e.payload.category.clone(), e.payload.key.clone());
-            match e.record() {
-                Some(r) => merged.insert(k, r),
-                None => merged.remove(&k),
-            };
-        }
+        let merged = merge_pending(stored, fresh);
         Ok(merged.into_values().collect())
     }
 
@@ -351,17 +341,7 @@ impl Memory {
         let stored = self.inner.reads.with(|conn| {
             sqlite::list_page(conn, namespace, category, after_ref, limit + 1 + hidden)
         })?;
-        let mut merged: std::collections::BTreeMap<(String, String), MemoryRecord> = stored
-            .into_iter()
-            .map(|r| ((r.category.clone(), r.key.clone()), r))
-            .collect();
-        for e in fresh {
-            let k = (e.payload.category.clone(), e.payload.key.clone());
-            match e.record() {
-                Some(r) => merged.insert(k, r),
-                None => merged.remove(&k),
-            };
-        }
+        let merged = merge_pending(stored, fresh);
         // Exact: if SQLite returned all it was asked for, at least
         // `limit + 1` of its rows survived the forgets, and any row it did
         // not return sorts after them; so the first `limit + 1` merged
@@ -523,6 +503,27 @@ impl Memory {
     pub fn is_closed(&self) -> bool {
         self.inner.shared.is_closed()
     }
+}
+
+/// Stored rows with the uncommitted overlay entries laid over them, by
+/// (category, key): a pending save replaces its row, a pending forget
+/// hides it.
+fn merge_pending(
+    stored: Vec<MemoryRecord>,
+    fresh: Vec<Arc<crate::overlay::OverlayEntry>>,
+) -> std::collections::BTreeMap<(String, String), MemoryRecord> {
+    let mut merged: std::collections::BTreeMap<(String, String), MemoryRecord> = stored
+        .into_iter()
+        .map(|r| ((r.category.clone(), r.key.clone()), r))
+        .collect();
+    for e in fresh {
+        let k = (e.payload.category.clone(), e.payload.key.clone());
+        match e.record() {
+            Some(r) => merged.insert(k, r),
+            None => merged.remove(&k),
+        };
+    }
+    merged
 }
 
 #[cfg(test)]
