@@ -5,12 +5,15 @@
 //! Which batch a save landed in is read from its outcome: saves of one key in
 //! one batch coalesce (all but the last resolve `Superseded`), saves in
 //! different batches each write a version.
+//!
+//! Each test runs one body on both stores (`name::sqlite`, `name::postgres`,
+//! see `common::both_stores!`): the batcher is the same code on both.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{config, paused_system, query_i64, temp_db};
+use common::{paused_system, Store, Target};
 use mnemo::{Memory, Result, SaveRequest, WriteOutcome};
 use tokio::time::{sleep, Instant};
 
@@ -20,11 +23,11 @@ fn save(memory: &Memory, key: &str, value: &str) -> mnemo::Receipt {
         .expect("save accepted")
 }
 
-#[test]
-fn a_burst_closer_than_the_window_is_one_transaction() -> Result<()> {
-    let db = temp_db();
+both_stores!(a_burst_closer_than_the_window_is_one_transaction);
+
+fn a_burst_closer_than_the_window_is_one_transaction(t: &Target) -> Result<()> {
     paused_system().block_on(async {
-        let memory = Memory::open(config(&db))?;
+        let memory = Memory::open(t.config())?;
         let start = Instant::now();
         let receipts: Vec<_> = (0..200)
             .map(|i| save(&memory, &format!("k{i}"), &format!("value {i}")))
@@ -40,15 +43,15 @@ fn a_burst_closer_than_the_window_is_one_transaction() -> Result<()> {
         assert_eq!(stats.committed, 200);
         memory.shutdown().await
     })?;
-    assert_eq!(query_i64(&db.path, "SELECT count(*) FROM memories"), 200);
+    assert_eq!(t.query_i64("SELECT count(*) FROM memories"), 200);
     Ok(())
 }
 
-#[test]
-fn every_save_restarts_the_quiet_window() -> Result<()> {
-    let db = temp_db();
+both_stores!(every_save_restarts_the_quiet_window);
+
+fn every_save_restarts_the_quiet_window(t: &Target) -> Result<()> {
     paused_system().block_on(async {
-        let memory = Memory::open(config(&db))?;
+        let memory = Memory::open(t.config())?;
         // 0, 400, 800 ms: each save lands inside the window the previous one
         // restarted, so all three are one batch.
         let a = save(&memory, "mood", "happy");
@@ -76,11 +79,11 @@ fn every_save_restarts_the_quiet_window() -> Result<()> {
     })
 }
 
-#[test]
-fn a_steady_stream_still_flushes_by_the_max_wait() -> Result<()> {
-    let db = temp_db();
+both_stores!(a_steady_stream_still_flushes_by_the_max_wait);
+
+fn a_steady_stream_still_flushes_by_the_max_wait(t: &Target) -> Result<()> {
     paused_system().block_on(async {
-        let memory = Memory::open(config(&db))?;
+        let memory = Memory::open(t.config())?;
         // One save every 400 ms for 3.6 s: the quiet window (500 ms) never
         // elapses, so only the max wait (2 s) can cut the stream.
         let mut receipts = Vec::new();
@@ -105,11 +108,11 @@ fn a_steady_stream_still_flushes_by_the_max_wait() -> Result<()> {
     })
 }
 
-#[test]
-fn reaching_max_batch_flushes_at_once() -> Result<()> {
-    let db = temp_db();
+both_stores!(reaching_max_batch_flushes_at_once);
+
+fn reaching_max_batch_flushes_at_once(t: &Target) -> Result<()> {
     paused_system().block_on(async {
-        let mut c = config(&db);
+        let mut c = t.config();
         c.max_batch = 10;
         let memory = Memory::open(c)?;
         let start = Instant::now();
@@ -131,11 +134,11 @@ fn reaching_max_batch_flushes_at_once() -> Result<()> {
     })
 }
 
-#[test]
-fn max_batch_bytes_flushes_at_once() -> Result<()> {
-    let db = temp_db();
+both_stores!(max_batch_bytes_flushes_at_once);
+
+fn max_batch_bytes_flushes_at_once(t: &Target) -> Result<()> {
     paused_system().block_on(async {
-        let mut c = config(&db);
+        let mut c = t.config();
         c.max_batch_bytes = 64 * 1024;
         let memory = Memory::open(c)?;
         let big = "x".repeat(30 * 1024);
@@ -150,11 +153,11 @@ fn max_batch_bytes_flushes_at_once() -> Result<()> {
     })
 }
 
-#[test]
-fn same_key_in_one_batch_writes_one_row_and_every_receipt_resolves() -> Result<()> {
-    let db = temp_db();
+both_stores!(same_key_in_one_batch_writes_one_row_and_every_receipt_resolves);
+
+fn same_key_in_one_batch_writes_one_row_and_every_receipt_resolves(t: &Target) -> Result<()> {
     paused_system().block_on(async {
-        let memory = Memory::open(config(&db))?;
+        let memory = Memory::open(t.config())?;
         let receipts: Vec<_> = (0..5)
             .map(|i| save(&memory, "city", &format!("city {i}")))
             .collect();
@@ -173,16 +176,16 @@ fn same_key_in_one_batch_writes_one_row_and_every_receipt_resolves() -> Result<(
         assert_eq!((got.value.as_str(), got.version), ("city 4", Some(1)));
         memory.shutdown().await
     })?;
-    assert_eq!(query_i64(&db.path, "SELECT count(*) FROM memories"), 1);
-    assert_eq!(query_i64(&db.path, "SELECT version FROM memories"), 1);
+    assert_eq!(t.query_i64("SELECT count(*) FROM memories"), 1);
+    assert_eq!(t.query_i64("SELECT version FROM memories"), 1);
     Ok(())
 }
 
-#[test]
-fn saving_an_identical_value_again_is_a_no_op() -> Result<()> {
-    let db = temp_db();
+both_stores!(saving_an_identical_value_again_is_a_no_op);
+
+fn saving_an_identical_value_again_is_a_no_op(t: &Target) -> Result<()> {
     paused_system().block_on(async {
-        let memory = Memory::open(config(&db))?;
+        let memory = Memory::open(t.config())?;
         let first = save(&memory, "name", "Ayesha");
         assert_eq!(
             first.indexed().await?,
@@ -209,27 +212,15 @@ fn saving_an_identical_value_again_is_a_no_op() -> Result<()> {
     })
 }
 
-#[test]
-fn saves_during_a_flush_form_the_next_batch_in_order() -> Result<()> {
-    let db = temp_db();
-    // Create the schema first so that the blocker can lock it.
-    drop(mnemo::Memory::open(config(&db))?);
+both_stores!(saves_during_a_flush_form_the_next_batch_in_order);
 
-    // Another connection holds the write lock for a while, so the first
-    // flush stays in flight (the writer retries on busy).
-    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-    let blocker_path = db.path.clone();
-    let blocker = std::thread::spawn(move || {
-        let conn = rusqlite::Connection::open(blocker_path).unwrap();
-        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-        locked_tx.send(()).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        conn.execute_batch("ROLLBACK").unwrap();
-    });
-    locked_rx.recv().unwrap();
-
-    paused_system().block_on(async {
-        let memory = Memory::open(config(&db))?;
+fn saves_during_a_flush_form_the_next_batch_in_order(t: &Target) -> Result<()> {
+    let blocker = paused_system().block_on(async {
+        let memory = Memory::open(t.config())?;
+        // Another connection holds the write lock for a while, so the first
+        // flush stays in flight (the writer retries on busy, or waits for
+        // the lock).
+        let blocker = hold_the_write_lock(t, Duration::from_millis(300));
         let v1 = save(&memory, "plan", "v1");
         let other1 = save(&memory, "a", "1");
         // the quiet window ends at 500 ms: the flush starts and blocks
@@ -253,17 +244,49 @@ fn saves_during_a_flush_form_the_next_batch_in_order() -> Result<()> {
         assert_eq!(memory.stats().batches, 2);
         let got = memory.get("user", "facts", "plan")?.unwrap();
         assert_eq!((got.value.as_str(), got.version), ("v2", Some(2)));
-        memory.shutdown().await
+        memory.shutdown().await?;
+        Ok::<_, mnemo::Error>(blocker)
     })?;
     blocker.join().unwrap();
     Ok(())
 }
 
-#[test]
-fn flush_message_flushes_without_waiting_for_the_window() -> Result<()> {
-    let db = temp_db();
+/// Takes the store's write lock on another connection, returns once it is
+/// held, and releases it `hold` later (join the handle). SQLite: `BEGIN
+/// IMMEDIATE` on the file. PostgreSQL: `LOCK TABLE … IN EXCLUSIVE MODE` on
+/// `mnemo.memories`, which blocks writes to it, not reads.
+fn hold_the_write_lock(t: &Target, hold: Duration) -> std::thread::JoinHandle<()> {
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let store = t.store;
+    let location = t.location();
+    let blocker = std::thread::spawn(move || match store {
+        Store::Sqlite => {
+            let conn = rusqlite::Connection::open(location).unwrap();
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+            locked_tx.send(()).unwrap();
+            std::thread::sleep(hold);
+            conn.execute_batch("ROLLBACK").unwrap();
+        }
+        Store::Postgres => {
+            let url = location.to_str().expect("a URL").to_owned();
+            let mut client = common::pg::client(&url);
+            client
+                .batch_execute("BEGIN; LOCK TABLE mnemo.memories IN EXCLUSIVE MODE")
+                .unwrap();
+            locked_tx.send(()).unwrap();
+            std::thread::sleep(hold);
+            client.batch_execute("ROLLBACK").unwrap();
+        }
+    });
+    locked_rx.recv().expect("the blocker took the lock");
+    blocker
+}
+
+both_stores!(flush_message_flushes_without_waiting_for_the_window);
+
+fn flush_message_flushes_without_waiting_for_the_window(t: &Target) -> Result<()> {
     paused_system().block_on(async {
-        let memory = Memory::open(common::config_never_flushing(&db))?;
+        let memory = Memory::open(t.config_never_flushing())?;
         let r = save(&memory, "k", "v");
         let start = Instant::now();
         memory.flush();

@@ -4,8 +4,11 @@
 //! acknowledged save against a plain model of what was acknowledged. Also:
 //! several processes writing one database at once.
 //!
+//! Each test runs on both stores (`::sqlite`, `::postgres`: a fresh
+//! database on the server the tests start, the journal in a temp folder).
+//!
 //! `MNEMO_CRASH_KILLS=500 cargo test --release --test crash -- --nocapture`
-//! runs more kills than CI's default 50.
+//! runs more kills than CI's default (50 on SQLite, 25 on PostgreSQL).
 
 mod common;
 
@@ -14,20 +17,28 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::{Store, Target};
 use mnemo::{Config, Memory, Result, SaveRequest};
 
-fn spawn_child(child: &str, db: &std::path::Path, seed: u64) -> std::process::Child {
-    common::child_command(child, db)
+fn spawn_child(child: &str, t: &Target, seed: u64) -> std::process::Child {
+    common::child_command(child, &t.location())
         .env("MNEMO_CHILD_SEED", seed.to_string())
+        .env("MNEMO_CHILD_JOURNAL", t.journal_dir())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn child test process")
 }
 
-fn child_env() -> Option<(std::path::PathBuf, u64)> {
+/// The child's config (its store, and the journal folder it was given) and
+/// seed.
+fn child_env() -> Option<(Config, u64)> {
     let db = common::child_db()?;
     let seed = std::env::var("MNEMO_CHILD_SEED").ok()?.parse().ok()?;
-    Some((db, seed))
+    let config = Config {
+        journal_dir: std::env::var_os("MNEMO_CHILD_JOURNAL").map(Into::into),
+        ..Config::new(db)
+    };
+    Some((config, seed))
 }
 
 /// One acknowledged operation, as the child printed it after `save`/`forget`
@@ -109,10 +120,9 @@ impl Iterator for Script {
 #[test]
 #[ignore = "child process of kill_at_random_moments_loses_nothing_acknowledged"]
 fn child_saves_until_killed() {
-    let Some((db, seed)) = child_env() else {
+    let Some((mut c, seed)) = child_env() else {
         return;
     };
-    let mut c = Config::new(db);
     c.journal = std::env::var_os("MNEMO_CHILD_NO_JOURNAL").is_none();
     let memory = Memory::open(c).unwrap();
     let out = std::io::stdout();
@@ -120,11 +130,14 @@ fn child_saves_until_killed() {
     // A newline first: libtest has printed "test <name> ... " without one.
     writeln!(out, "\nREADY").unwrap();
     out.flush().unwrap();
+    let ns = std::env::var("MNEMO_CHILD_NS").unwrap_or_else(|_| "crash".to_owned());
     for step in Script::new(seed).take(100_000) {
+        // Any error reaching the caller (a lock, a lost connection) fails
+        // the child: it exits instead of being killed.
         let receipt = match &step.value {
-            None => memory.forget("crash", "facts", &step.key).unwrap(),
+            None => memory.forget(&ns, "facts", &step.key).unwrap(),
             Some(v) => memory
-                .save(SaveRequest::new("crash", "facts", &step.key, v))
+                .save(SaveRequest::new(&ns, "facts", &step.key, v))
                 .unwrap(),
         };
         let shown = step.value.as_deref().unwrap_or("-forget-");
@@ -137,21 +150,26 @@ fn child_saves_until_killed() {
     std::thread::sleep(Duration::from_secs(60));
 }
 
-#[test]
-fn kill_at_random_moments_loses_nothing_acknowledged() -> Result<()> {
+both_stores!(kill_at_random_moments_loses_nothing_acknowledged);
+
+fn kill_at_random_moments_loses_nothing_acknowledged(t: &Target) -> Result<()> {
     let kills: u64 = std::env::var("MNEMO_CRASH_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
+        .unwrap_or(match t.store {
+            Store::Sqlite => 50,
+            // A fresh database per kill costs a CREATE DATABASE.
+            Store::Postgres => 25,
+        });
     let mut acknowledged = 0usize;
     let mut lost = 0usize;
     let mut replayed = 0u64;
     let mut unacknowledged_kept = 0usize;
     let started = Instant::now();
     for seed in 1..=kills {
-        let db = common::temp_db();
+        let round = Target::new(t.store);
         let mut rng = fastrand::Rng::with_seed(seed);
-        let mut child = spawn_child("child_saves_until_killed", &db.path, seed);
+        let mut child = spawn_child("child_saves_until_killed", &round, seed);
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         let reader = std::thread::spawn(move || {
@@ -188,7 +206,7 @@ fn kill_at_random_moments_loses_nothing_acknowledged() -> Result<()> {
         let mut with_next = model.clone();
         with_next.insert(next.key.clone(), next.value.clone());
 
-        let memory = Memory::open(Config::new(&db.path))?;
+        let memory = Memory::open(round.config())?;
         replayed += memory.stats().replayed;
         let stored: BTreeMap<String, Option<String>> = memory
             .list("crash", None)?
@@ -217,8 +235,9 @@ fn kill_at_random_moments_loses_nothing_acknowledged() -> Result<()> {
         memory.shutdown_blocking()?;
     }
     println!(
-        "crash test: {kills} kills, {acknowledged} operations acknowledged, {replayed} replayed from journals, \
+        "crash test ({:?}): {kills} kills, {acknowledged} operations acknowledged, {replayed} replayed from journals, \
          {lost} lost, {unacknowledged_kept} kills landed between a save and its acknowledgement, {:.1} s",
+        t.store,
         started.elapsed().as_secs_f64()
     );
     assert_eq!(lost, 0);
@@ -229,10 +248,9 @@ fn kill_at_random_moments_loses_nothing_acknowledged() -> Result<()> {
 #[test]
 #[ignore = "child process of four_processes_share_one_database"]
 fn child_writes_alongside_others() {
-    let Some((db, seed)) = child_env() else {
+    let Some((mut c, seed)) = child_env() else {
         return;
     };
-    let mut c = Config::new(db);
     c.quiet_window = Duration::from_millis(5);
     c.max_wait = Duration::from_millis(20);
     c.max_batch = 50;
@@ -266,12 +284,12 @@ fn child_writes_alongside_others() {
     memory.shutdown_blocking().unwrap();
 }
 
-#[test]
-fn four_processes_share_one_database() -> Result<()> {
-    let db = common::temp_db();
-    drop(Memory::open(Config::new(&db.path))?); // schema
+both_stores!(four_processes_share_one_database);
+
+fn four_processes_share_one_database(t: &Target) -> Result<()> {
+    drop(Memory::open(t.config())?); // schema
     let children: Vec<_> = (1..=4)
-        .map(|p| spawn_child("child_writes_alongside_others", &db.path, p))
+        .map(|p| spawn_child("child_writes_alongside_others", t, p))
         .collect();
     let mut committed = Vec::new();
     for child in children {
@@ -286,7 +304,7 @@ fn four_processes_share_one_database() -> Result<()> {
         }
     }
     assert_eq!(committed.len(), 4 * 400);
-    let memory = Memory::open(Config::new(&db.path))?;
+    let memory = Memory::open(t.config())?;
     for (k, v) in committed.iter().filter(|(k, _)| !k.starts_with("shared")) {
         assert_eq!(
             memory.get("multi", "facts", k)?.map(|r| r.value).as_ref(),
@@ -312,5 +330,99 @@ fn four_processes_share_one_database() -> Result<()> {
         );
     }
     assert_eq!(memory.list("multi", None)?.len(), 4 * 360 + 3);
+    memory.shutdown_blocking()
+}
+
+both_stores!(four_workers_killed_at_random_lose_nothing);
+
+/// Four workers on one database and one machine (one journal folder), each
+/// killed with SIGKILL at a random moment and restarted, round after round;
+/// each restarted worker replays what its dead predecessors left. Every
+/// acknowledged operation must be in the database at the end, and no error
+/// may reach a caller (a worker that saw one exits instead of being killed).
+fn four_workers_killed_at_random_lose_nothing(t: &Target) -> Result<()> {
+    use std::os::unix::process::ExitStatusExt;
+    const WORKERS: u64 = 4;
+    let rounds: u64 = std::env::var("MNEMO_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    drop(Memory::open(t.config())?); // schema
+    let mut rng = fastrand::Rng::with_seed(7);
+    // Per worker: every acknowledged operation in order, and the one that
+    // may have completed unacknowledged at each kill.
+    let mut acked: Vec<Vec<(u64, Ack)>> = (0..WORKERS).map(|_| Vec::new()).collect();
+    let mut maybe: Vec<Vec<(u64, Step)>> = (0..WORKERS).map(|_| Vec::new()).collect();
+    let mut total = 0;
+    for round in 0..rounds {
+        let children: Vec<_> = (0..WORKERS)
+            .map(|w| {
+                let seed = 1_000 + round * WORKERS + w;
+                let mut cmd = common::child_command("child_saves_until_killed", &t.location());
+                cmd.env("MNEMO_CHILD_SEED", seed.to_string())
+                    .env("MNEMO_CHILD_JOURNAL", t.journal_dir())
+                    .env("MNEMO_CHILD_NS", format!("w{w}"))
+                    .stderr(Stdio::inherit());
+                let mut child = cmd.spawn().expect("spawn worker");
+                let stdout = child.stdout.take().unwrap();
+                let reader = std::thread::spawn(move || {
+                    BufReader::new(stdout)
+                        .lines()
+                        .map_while(|l| l.ok())
+                        .collect::<Vec<String>>()
+                });
+                (w, seed, child, reader)
+            })
+            .collect();
+        for (w, seed, mut child, reader) in children {
+            std::thread::sleep(Duration::from_millis(rng.u64(100..700)));
+            child.kill().expect("SIGKILL");
+            let status = child.wait().unwrap();
+            let lines = reader.join().unwrap();
+            assert_eq!(
+                status.signal(),
+                Some(9),
+                "worker {w} exited by itself ({status}): an error reached a caller"
+            );
+            let acks: Vec<Ack> = lines.iter().filter_map(|l| parse_ack(l)).collect();
+            total += acks.len();
+            maybe[w as usize].push((round, Script::new(seed).nth(acks.len()).expect("endless")));
+            acked[w as usize].extend(acks.into_iter().map(|a| (round, a)));
+        }
+    }
+    // The last round's journals are replayed by this open.
+    let memory = Memory::open(t.config())?;
+    let mut lost = 0;
+    for w in 0..WORKERS as usize {
+        // Per key: the last acknowledged operation, and its round.
+        let mut want: BTreeMap<String, (u64, Option<String>)> = BTreeMap::new();
+        for (round, a) in &acked[w] {
+            want.insert(a.key.clone(), (*round, a.value.clone()));
+        }
+        let stored: BTreeMap<String, String> = memory
+            .list(&format!("w{w}"), None)?
+            .into_iter()
+            .map(|r| (r.key, r.value))
+            .collect();
+        for key in want.keys().chain(stored.keys()) {
+            let got = stored.get(key).cloned();
+            let (last_round, expected) = want.get(key).cloned().unwrap_or((0, None));
+            // Or an operation on this key that a kill cut between its save
+            // and its acknowledgement, no earlier than the last one acked.
+            let unacked = maybe[w]
+                .iter()
+                .any(|(r, s)| *r >= last_round && &s.key == key && s.value == got);
+            if got != expected && !unacked {
+                lost += 1;
+                eprintln!("worker {w}: {key}: want {expected:?}, got {got:?}");
+            }
+        }
+    }
+    println!(
+        "{WORKERS} workers x {rounds} rounds ({:?}): {total} operations acknowledged, {lost} lost",
+        t.store
+    );
+    assert!(total > 0);
+    assert_eq!(lost, 0);
     memory.shutdown_blocking()
 }

@@ -1,11 +1,15 @@
 //! The `Memory` handle through its public API: read-your-writes, forget,
 //! namespaces, the three places a handle can live, the actor path, shutdown
 //! and reopen.
+//!
+//! Each test runs one body on both stores (`name::sqlite`, `name::postgres`,
+//! see `common::both_stores!`), except the one that rewrites SQLite's index
+//! behind the engine's back.
 
 mod common;
 
 use actix::{Actor, AsyncContext, Context, Handler, Message};
-use common::{config, config_never_flushing, paused_system, temp_db};
+use common::{paused_system, Target};
 use mnemo::{
     Error, ForgetMemory, Memory, MemoryBatcher, Result, SaveMemory, SaveRequest, WriteOutcome,
 };
@@ -14,11 +18,11 @@ fn req(ns: &str, category: &str, key: &str, value: &str) -> SaveRequest {
     SaveRequest::new(ns, category, key, value)
 }
 
-#[test]
-fn reads_see_a_save_the_moment_it_returns() -> Result<()> {
-    let db = temp_db();
+both_stores!(reads_see_a_save_the_moment_it_returns);
+
+fn reads_see_a_save_the_moment_it_returns(t: &Target) -> Result<()> {
     paused_system().block_on(async {
-        let memory = Memory::open(config_never_flushing(&db))?;
+        let memory = Memory::open(t.config_never_flushing())?;
         let receipt = memory.save(
             req(
                 "alice",
@@ -44,7 +48,8 @@ fn reads_see_a_save_the_moment_it_returns() -> Result<()> {
         let hits = memory.search("alice", "گانا", None, 5)?;
         assert_eq!(hits[0].record.key, "music");
 
-        // committed and indexed: the same answers, now from SQLite and FTS5
+        // committed and indexed: the same answers, now from the store and its
+        // full-text index
         memory.flush();
         receipt.indexed().await?;
         let got = memory.get("alice", "hobbies", "music")?.unwrap();
@@ -57,11 +62,11 @@ fn reads_see_a_save_the_moment_it_returns() -> Result<()> {
     })
 }
 
-#[test]
-fn forget_travels_in_order_with_saves() -> Result<()> {
-    let db = temp_db();
+both_stores!(forget_travels_in_order_with_saves);
+
+fn forget_travels_in_order_with_saves(t: &Target) -> Result<()> {
     paused_system().block_on(async {
-        let memory = Memory::open(config(&db))?;
+        let memory = Memory::open(t.config())?;
         memory.save(req("u", "c", "k", "one"))?.indexed().await?;
 
         // save then forget in one batch: the forget wins
@@ -91,11 +96,11 @@ fn forget_travels_in_order_with_saves() -> Result<()> {
     })
 }
 
-#[test]
-fn no_path_returns_another_namespaces_memory() -> Result<()> {
-    let db = temp_db();
+both_stores!(no_path_returns_another_namespaces_memory);
+
+fn no_path_returns_another_namespaces_memory(t: &Target) -> Result<()> {
     paused_system().block_on(async {
-        let memory = Memory::open(config(&db))?;
+        let memory = Memory::open(t.config())?;
         let a = memory.save(req("alice", "secrets", "pin", "alice pin 1234"))?;
         let b = memory.save(req("bob", "secrets", "pin", "bob pin 9876"))?;
         let check = |m: &Memory| -> Result<()> {
@@ -135,11 +140,11 @@ fn no_path_returns_another_namespaces_memory() -> Result<()> {
     })
 }
 
-#[test]
-fn hostile_search_text_never_errors() -> Result<()> {
-    let db = temp_db();
+both_stores!(hostile_search_text_never_errors);
+
+fn hostile_search_text_never_errors(t: &Target) -> Result<()> {
     paused_system().block_on(async {
-        let memory = Memory::open(config(&db))?;
+        let memory = Memory::open(t.config())?;
         memory
             .save(req(
                 "u",
@@ -179,11 +184,11 @@ fn hostile_search_text_never_errors() -> Result<()> {
     })
 }
 
-#[test]
-fn bad_input_is_a_typed_error_and_changes_nothing() -> Result<()> {
-    let db = temp_db();
+both_stores!(bad_input_is_a_typed_error_and_changes_nothing);
+
+fn bad_input_is_a_typed_error_and_changes_nothing(t: &Target) -> Result<()> {
     paused_system().block_on(async {
-        let memory = Memory::open(config(&db))?;
+        let memory = Memory::open(t.config())?;
         let cases = [
             (req("", "c", "k", "v"), "namespace"),
             (req("n", "", "k", "v"), "category"),
@@ -215,11 +220,11 @@ fn bad_input_is_a_typed_error_and_changes_nothing() -> Result<()> {
     })
 }
 
-#[test]
-fn any_unicode_is_stored_and_found_and_escaped_json_is_checked() -> Result<()> {
-    let db = temp_db();
+both_stores!(any_unicode_is_stored_and_found_and_escaped_json_is_checked);
+
+fn any_unicode_is_stored_and_found_and_escaped_json_is_checked(t: &Target) -> Result<()> {
     paused_system().block_on(async {
-        let memory = Memory::open(config(&db))?;
+        let memory = Memory::open(t.config())?;
         let texts = [
             ("rtl", "\u{202B}مجھے چائے پسند ہے\u{202C} and עברית"),
             ("combining", "e\u{0301}cole cafe\u{0301} n\u{0303}"),
@@ -284,11 +289,11 @@ fn any_unicode_is_stored_and_found_and_escaped_json_is_checked() -> Result<()> {
     })
 }
 
-#[test]
-fn overloaded_fails_at_once_and_recovers() -> Result<()> {
-    let db = temp_db();
+both_stores!(overloaded_fails_at_once_and_recovers);
+
+fn overloaded_fails_at_once_and_recovers(t: &Target) -> Result<()> {
     paused_system().block_on(async {
-        let mut c = config_never_flushing(&db);
+        let mut c = t.config_never_flushing();
         c.max_pending = 5;
         c.max_batch = 5;
         let memory = Memory::open(c)?;
@@ -318,11 +323,11 @@ fn overloaded_fails_at_once_and_recovers() -> Result<()> {
     })
 }
 
-#[test]
-fn shutdown_flushes_indexes_and_closes() -> Result<()> {
-    let db = temp_db();
+both_stores!(shutdown_flushes_indexes_and_closes);
+
+fn shutdown_flushes_indexes_and_closes(t: &Target) -> Result<()> {
     paused_system().block_on(async {
-        let memory = Memory::open(config_never_flushing(&db))?;
+        let memory = Memory::open(t.config_never_flushing())?;
         let receipts: Vec<_> = (0..50)
             .map(|i| memory.save(req("u", "c", &format!("k{i}"), &format!("value {i}"))))
             .collect::<Result<_>>()?;
@@ -341,18 +346,18 @@ fn shutdown_flushes_indexes_and_closes() -> Result<()> {
         memory.shutdown().await // idempotent
     })?;
     // reopen: everything is there and searchable
-    let memory = Memory::open(config(&db))?;
+    let memory = Memory::open(t.config())?;
     assert_eq!(memory.list("u", None)?.len(), 50);
     assert_eq!(memory.search("u", "value", None, 100)?.len(), 50);
     assert_eq!(memory.stats().index_lag_changes, 0);
     memory.shutdown_blocking()
 }
 
-#[test]
-fn stopping_the_system_flushes_through_the_stopping_hook() -> Result<()> {
-    let db = temp_db();
+both_stores!(stopping_the_system_flushes_through_the_stopping_hook);
+
+fn stopping_the_system_flushes_through_the_stopping_hook(t: &Target) -> Result<()> {
     let receipt = paused_system().block_on(async {
-        let memory = Memory::open(config_never_flushing(&db))?;
+        let memory = Memory::open(t.config_never_flushing())?;
         let r = memory.save(req("u", "c", "k", "kept"))?;
         actix::System::current().stop();
         Ok::<_, Error>(r)
@@ -362,7 +367,7 @@ fn stopping_the_system_flushes_through_the_stopping_hook() -> Result<()> {
         receipt.wait_durable()?,
         WriteOutcome::Inserted { version: 1 }
     );
-    let memory = Memory::open(config(&db))?;
+    let memory = Memory::open(t.config())?;
     assert_eq!(memory.get("u", "c", "k")?.unwrap().value, "kept");
     assert_eq!(
         memory.search("u", "kept", None, 5)?.len(),
@@ -372,10 +377,10 @@ fn stopping_the_system_flushes_through_the_stopping_hook() -> Result<()> {
     memory.shutdown_blocking()
 }
 
-#[test]
-fn a_handle_works_from_a_plain_thread() -> Result<()> {
-    let db = temp_db();
-    let memory = Memory::open(config(&db))?;
+both_stores!(a_handle_works_from_a_plain_thread);
+
+fn a_handle_works_from_a_plain_thread(t: &Target) -> Result<()> {
+    let memory = Memory::open(t.config())?;
     let worker = {
         let memory = memory.clone();
         std::thread::spawn(move || -> Result<()> {
@@ -393,31 +398,40 @@ fn a_handle_works_from_a_plain_thread() -> Result<()> {
     memory.shutdown_blocking()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_handle_works_inside_a_tokio_runtime() -> Result<()> {
-    let db = temp_db();
-    let memory = Memory::open(config(&db))?;
-    let tasks: Vec<_> = (0..8)
-        .map(|i| {
-            let memory = memory.clone();
-            tokio::spawn(async move {
-                let r = memory.save(req("u", "c", &format!("k{i}"), "from tokio"))?;
-                r.durable().await
-            })
+both_stores!(a_handle_works_inside_a_tokio_runtime);
+
+/// On a multi-thread tokio runtime of two workers, as
+/// `#[tokio::test(flavor = "multi_thread", worker_threads = 2)]` gives.
+fn a_handle_works_inside_a_tokio_runtime(t: &Target) -> Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(async {
+            let memory = Memory::open(t.config())?;
+            let tasks: Vec<_> = (0..8)
+                .map(|i| {
+                    let memory = memory.clone();
+                    tokio::spawn(async move {
+                        let r = memory.save(req("u", "c", &format!("k{i}"), "from tokio"))?;
+                        r.durable().await
+                    })
+                })
+                .collect();
+            for task in tasks {
+                assert_eq!(task.await.unwrap()?, WriteOutcome::Inserted { version: 1 });
+            }
+            assert_eq!(memory.list("u", None)?.len(), 8);
+            memory.shutdown().await
         })
-        .collect();
-    for t in tasks {
-        assert_eq!(t.await.unwrap()?, WriteOutcome::Inserted { version: 1 });
-    }
-    assert_eq!(memory.list("u", None)?.len(), 8);
-    memory.shutdown().await
 }
 
-#[test]
-fn a_handle_works_inside_an_actix_system() -> Result<()> {
-    let db = temp_db();
+both_stores!(a_handle_works_inside_an_actix_system);
+
+fn a_handle_works_inside_an_actix_system(t: &Target) -> Result<()> {
     actix::System::new().block_on(async {
-        let memory = Memory::open(config(&db))?;
+        let memory = Memory::open(t.config())?;
         let r = memory.save(req("u", "c", "k", "from actix"))?;
         r.durable().await?;
         assert_eq!(memory.get("u", "c", "k")?.unwrap().version, Some(1));
@@ -467,11 +481,11 @@ impl Handler<UserTurn> for Agent {
     }
 }
 
-#[test]
-fn actors_send_batcher_messages_on_the_same_write_path() -> Result<()> {
-    let db = temp_db();
+both_stores!(actors_send_batcher_messages_on_the_same_write_path);
+
+fn actors_send_batcher_messages_on_the_same_write_path(t: &Target) -> Result<()> {
     paused_system().block_on(async {
-        let memory = Memory::open(config(&db))?;
+        let memory = Memory::open(t.config())?;
         let agent = Agent {
             batcher: memory.batcher(),
         }
@@ -517,17 +531,17 @@ fn actors_send_batcher_messages_on_the_same_write_path() -> Result<()> {
     })
 }
 
-#[test]
-fn reopen_continues_versions_and_sequence_numbers() -> Result<()> {
-    let db = temp_db();
+both_stores!(reopen_continues_versions_and_sequence_numbers);
+
+fn reopen_continues_versions_and_sequence_numbers(t: &Target) -> Result<()> {
     let first_seq = {
-        let memory = Memory::open(config(&db))?;
+        let memory = Memory::open(t.config())?;
         let r = memory.save(req("u", "c", "k", "one"))?;
         r.wait_durable()?;
         memory.shutdown_blocking()?;
         r.seq()
     };
-    let memory = Memory::open(config(&db))?;
+    let memory = Memory::open(t.config())?;
     let r = memory.save(req("u", "c", "k", "two"))?;
     assert!(r.seq() > first_seq);
     assert_eq!(r.wait_durable()?, WriteOutcome::Updated { version: 2 });
@@ -536,23 +550,24 @@ fn reopen_continues_versions_and_sequence_numbers() -> Result<()> {
     memory.shutdown_blocking()
 }
 
-#[test]
-fn dropping_the_last_handle_flushes() -> Result<()> {
-    let db = temp_db();
+both_stores!(dropping_the_last_handle_flushes);
+
+fn dropping_the_last_handle_flushes(t: &Target) -> Result<()> {
     let r = {
-        let memory = Memory::open(config_never_flushing(&db))?;
+        let memory = Memory::open(t.config_never_flushing())?;
         memory.save(req("u", "c", "k", "dropped"))?
     };
     assert_eq!(r.wait_durable()?, WriteOutcome::Inserted { version: 1 });
-    let memory = Memory::open(config(&db))?;
+    let memory = Memory::open(t.config())?;
     assert_eq!(memory.get("u", "c", "k")?.unwrap().value, "dropped");
     memory.shutdown_blocking()
 }
 
+// SQLite only: it rewrites SQLite's FTS5 table and `meta` row with rusqlite.
 #[test]
 fn an_index_built_by_another_normaliser_is_rebuilt_on_open() -> Result<()> {
-    let db = temp_db();
-    let memory = Memory::open(config(&db))?;
+    let db = common::temp_db();
+    let memory = Memory::open(common::config(&db))?;
     memory
         .save(req("u", "c", "drink", "我喜欢喝咖啡"))?
         .wait_indexed()?;
@@ -568,7 +583,7 @@ fn an_index_built_by_another_normaliser_is_rebuilt_on_open() -> Result<()> {
     )
     .unwrap();
     drop(conn);
-    let memory = Memory::open(config(&db))?;
+    let memory = Memory::open(common::config(&db))?;
     let hits = memory.search("u", "咖啡", None, 5)?;
     assert_eq!(hits.len(), 1, "the rebuilt index finds it");
     assert!(!hits[0].fresh);

@@ -1,12 +1,15 @@
 //! `Memory::list_page`: pages in (category, key) order that add up to
 //! exactly what `list` returns, with pending saves and forgets on either side
 //! of every page boundary, and the checks on `limit` and `cursor`.
+//!
+//! Each test runs one body on both stores (`name::sqlite`, `name::postgres`,
+//! see `common::both_stores!`): both list in byte order.
 
 mod common;
 
 use std::collections::BTreeMap;
 
-use common::{config_never_flushing, paused_system, temp_db};
+use common::{paused_system, Target};
 use mnemo::{Error, ListPage, Memory, MemoryRecord, Result, SaveRequest};
 
 /// Every page of a listing, walked with `limit`, concatenated; asserts
@@ -41,7 +44,7 @@ fn keys(records: &[MemoryRecord]) -> Vec<(String, String)> {
 }
 
 /// Saves `n` memories `c{i % 3}/k{i:03}` and waits until they are committed
-/// and indexed (so they are read from SQLite, not the overlay).
+/// and indexed (so they are read from the store, not the overlay).
 async fn committed(memory: &Memory, ns: &str, n: usize) -> Result<()> {
     let mut last = None;
     for i in 0..n {
@@ -61,11 +64,11 @@ async fn committed(memory: &Memory, ns: &str, n: usize) -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn pages_add_up_to_list_with_pending_saves_and_forgets_at_the_boundaries() -> Result<()> {
-    let db = temp_db();
+both_stores!(pages_add_up_to_list_with_pending_saves_and_forgets_at_the_boundaries);
+
+fn pages_add_up_to_list_with_pending_saves_and_forgets_at_the_boundaries(t: &Target) -> Result<()> {
     paused_system().block_on(async {
-        let memory = Memory::open(config_never_flushing(&db))?;
+        let memory = Memory::open(t.config_never_flushing())?;
         committed(&memory, "u", 30).await?;
         // Pending, never flushed: forget a run of stored rows (a whole page
         // of them at small limits), update some, add keys between stored
@@ -122,15 +125,17 @@ fn pages_add_up_to_list_with_pending_saves_and_forgets_at_the_boundaries() -> Re
     })
 }
 
+both_stores!(random_pages_match_a_model);
+
 /// Random stored sets, random pending changes, random limits: the pages
 /// always add up to `list`, and `list` to a plain map of what was accepted.
-#[test]
-fn random_pages_match_a_model() -> Result<()> {
+fn random_pages_match_a_model(t: &Target) -> Result<()> {
     for seed in 0..6 {
-        let db = temp_db();
+        // A fresh database per seed, on the same kind of store.
+        let t = Target::new(t.store);
         let mut rng = fastrand::Rng::with_seed(seed);
         paused_system().block_on(async {
-            let memory = Memory::open(config_never_flushing(&db))?;
+            let memory = Memory::open(t.config_never_flushing())?;
             let mut model: BTreeMap<(String, String), String> = BTreeMap::new();
             let key = |rng: &mut fastrand::Rng| {
                 (
@@ -190,11 +195,11 @@ fn random_pages_match_a_model() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn limits_default_to_100_and_bad_limits_and_cursors_are_named() -> Result<()> {
-    let db = temp_db();
+both_stores!(limits_default_to_100_and_bad_limits_and_cursors_are_named);
+
+fn limits_default_to_100_and_bad_limits_and_cursors_are_named(t: &Target) -> Result<()> {
     paused_system().block_on(async {
-        let memory = Memory::open(config_never_flushing(&db))?;
+        let memory = Memory::open(t.config_never_flushing())?;
         committed(&memory, "u", 150).await?;
         let first = memory.list_page("u", None, None, None)?;
         assert_eq!(first.records.len(), ListPage::DEFAULT_LIMIT);
@@ -240,13 +245,13 @@ fn limits_default_to_100_and_bad_limits_and_cursors_are_named() -> Result<()> {
     })
 }
 
+both_stores!(namespaces_use_pages_and_skip_namespaces_emptied_by_pending_forgets);
+
 /// A namespace whose stored memories are all forgotten while pending is not
 /// listed, and one with only pending saves is.
-#[test]
-fn namespaces_use_pages_and_skip_namespaces_emptied_by_pending_forgets() -> Result<()> {
-    let db = temp_db();
+fn namespaces_use_pages_and_skip_namespaces_emptied_by_pending_forgets(t: &Target) -> Result<()> {
     paused_system().block_on(async {
-        let memory = Memory::open(config_never_flushing(&db))?;
+        let memory = Memory::open(t.config_never_flushing())?;
         committed(&memory, "gone", 3).await?;
         for i in 0..3 {
             memory.forget("gone", &format!("c{}", i % 3), &format!("k{i:03}"))?;

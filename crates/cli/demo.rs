@@ -19,7 +19,10 @@ fn millis(d: Duration) -> String {
 /// The guided tour: one user turn, two memories.
 pub(crate) async fn run(db: &Path) -> Result<()> {
     let ns = "demo-user";
-    println!("mnemo demo — database: {}\n", db.display());
+    println!(
+        "mnemo demo — database: {}\n",
+        mnemo::Config::new(db).shown_path().display()
+    );
     let memory = open(db)?;
 
     println!("User (voice): «مجھے گانا اور لکھنا پسند ہے» — \"I like singing and writing\"");

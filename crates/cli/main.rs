@@ -36,9 +36,14 @@ const DEFAULT_NAMESPACE: &str = "default";
     about = "Long-term memory for LLM agents that never makes them wait."
 )]
 struct Cli {
-    /// The SQLite database file (created if missing).
+    /// The SQLite database file (created if missing), or a PostgreSQL URL
+    /// such as postgres://user@127.0.0.1/agents.
     #[arg(long, global = true, default_value = "mnemo.db")]
     db: PathBuf,
+    /// The crash journal's folder [default: beside an SQLite file
+    /// (<db>.journal); for PostgreSQL, under ~/.local/state/mnemo/journals/].
+    #[arg(long, global = true)]
+    journal_dir: Option<PathBuf>,
     /// Whose memories to use [default: default]. `export` exports every
     /// namespace unless this is given.
     #[arg(long, global = true)]
@@ -79,6 +84,8 @@ enum RetrievalArg {
 static RETRIEVAL: std::sync::OnceLock<(RetrievalArg, Option<PathBuf>)> = std::sync::OnceLock::new();
 /// `--busy-deadline-ms`, set once before any engine opens.
 static BUSY_DEADLINE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+/// `--journal-dir`, set once before any engine opens.
+static JOURNAL_DIR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
 
 #[derive(Subcommand)]
 enum Command {
@@ -195,6 +202,7 @@ fn dispatch(cli: Cli) -> Result<()> {
     if let Some(ms) = cli.busy_deadline_ms {
         let _ = BUSY_DEADLINE.set(Duration::from_millis(ms));
     }
+    let _ = JOURNAL_DIR.set(cli.journal_dir.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -228,12 +236,20 @@ fn configure_fail_points() {
 }
 
 pub(crate) fn open(db: &Path) -> Result<Memory> {
-    open_with(Config::new(db))
+    open_with(config_for(db))
+}
+
+/// The engine's defaults for `db`, with the command line's `--journal-dir`.
+pub(crate) fn config_for(db: &Path) -> Config {
+    Config {
+        journal_dir: JOURNAL_DIR.get().cloned().flatten(),
+        ..Config::new(db)
+    }
 }
 
 /// Opens an engine with `config` and the command line's `--retrieval`.
 pub(crate) fn open_with(mut config: Config) -> Result<Memory> {
-    let path = config.path.clone();
+    let path = config.shown_path();
     if let Some(&deadline) = BUSY_DEADLINE.get() {
         config.busy_deadline = deadline;
     }
@@ -480,14 +496,6 @@ pub(crate) fn folder_size(dir: &Path) -> std::io::Result<(u64, u64)> {
     Ok((files, bytes))
 }
 
-/// The journal folder beside a database (the library's layout:
-/// `<db>.journal/`).
-fn journal_dir(db: &Path) -> PathBuf {
-    let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".journal");
-    db.with_file_name(name)
-}
-
 pub(crate) fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
@@ -495,7 +503,8 @@ pub(crate) fn mib(bytes: u64) -> String {
 /// `mnemo stats`: the journal folder as found (at rest), then the engine's
 /// counters after opening (which replays journals of engines that died).
 async fn stats(db: &Path, json: bool) -> Result<()> {
-    let jdir = journal_dir(db);
+    let jdir = config_for(db).journal_folder();
+    let shown = config_for(db).shown_path();
     let (files_before, bytes_before) =
         folder_size(&jdir).with_context(|| format!("reading {}", jdir.display()))?;
     let memory = open(db)?;
@@ -507,7 +516,7 @@ async fn stats(db: &Path, json: bool) -> Result<()> {
         folder_size(&jdir).with_context(|| format!("reading {}", jdir.display()))?;
     if json {
         return print_json(&serde_json::json!({
-            "database": db,
+            "database": shown,
             "memories": rows,
             "dead_letters": dead,
             "committed_change": stats.committed_change,
@@ -533,7 +542,7 @@ async fn stats(db: &Path, json: bool) -> Result<()> {
             "engine": stats,
         }));
     }
-    println!("database:           {}", db.display());
+    println!("database:           {}", shown.display());
     println!("memories:           {rows}");
     println!("dead letters:       {dead}");
     println!("last change:        {}", stats.committed_change);

@@ -61,7 +61,7 @@ pub(crate) fn not_committed_yet(what: &str, db: &Path, waited: Duration, reason:
             "{what} is accepted but not committed yet: {reason} (for {waited:.1?}). It is kept in \
              the crash journal beside the database and will be committed by the next open of {} \
              (any mnemo command on it); nothing needs to be done again",
-            db.display()
+            mnemo::Config::new(db).shown_path().display()
         ),
     }
 }

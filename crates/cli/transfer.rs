@@ -202,7 +202,7 @@ pub(crate) async fn import(
             std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?;
         Box::new(std::io::BufReader::new(file))
     };
-    let mut config = Config::new(db);
+    let mut config = crate::config_for(db);
     if let Some(n) = max_pending {
         config.max_pending = n;
         config.max_batch = config.max_batch.min(n);
@@ -245,7 +245,7 @@ pub(crate) async fn import(
                  committed by the next open of {} (any mnemo command on it); nothing needs to be \
                  imported again",
                 tally.not_committed_yet,
-                db.display()
+                Config::new(db).shown_path().display()
             ),
         }
         .into());

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
+pub mod pg;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -95,8 +96,22 @@ pub fn run_child(name: &str, db: &std::path::Path) -> String {
 /// Starts child test `name`, waits until it prints `marker`, kills it with
 /// SIGKILL.
 pub fn kill_child_after(name: &str, db: &std::path::Path, marker: &str) {
+    kill_child_after_with(name, db, &[], marker)
+}
+
+/// [`kill_child_after`], with extra environment variables for the child.
+pub fn kill_child_after_with(
+    name: &str,
+    db: &std::path::Path,
+    env: &[(&str, PathBuf)],
+    marker: &str,
+) {
     use std::io::BufRead;
-    let mut child = child_command(name, db)
+    let mut cmd = child_command(name, db);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn child");
@@ -189,4 +204,109 @@ pub fn minilm() -> std::sync::Arc<mnemo::MiniLmEmbedder> {
             }))
         })
         .clone()
+}
+
+/// Which store a test's engine runs on. Behavioural tests whose outcome is
+/// the same on both run one body on each (see [`both_stores!`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// A fresh SQLite file in a temp dir.
+    Sqlite,
+    /// A fresh database on this test binary's PostgreSQL server (started
+    /// by the test itself, see [`pg`]).
+    Postgres,
+}
+
+/// A test's store: where the memories live (an SQLite file or a fresh
+/// PostgreSQL database) and a temp dir for the crash journal.
+pub struct Target {
+    pub store: Store,
+    pub dir: tempfile::TempDir,
+    pg: Option<pg::Database>,
+}
+
+impl Target {
+    pub fn new(store: Store) -> Target {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pg = (store == Store::Postgres).then(pg::database);
+        Target { store, dir, pg }
+    }
+
+    /// Where the memories live: the SQLite path or the PostgreSQL URL.
+    pub fn location(&self) -> PathBuf {
+        match &self.pg {
+            Some(db) => PathBuf::from(db.url()),
+            None => self.dir.path().join("mnemo.db"),
+        }
+    }
+
+    /// The defaults on this store, the journal in the temp dir.
+    pub fn config(&self) -> Config {
+        Config {
+            journal_dir: Some(self.dir.path().join("journal")),
+            ..Config::new(self.location())
+        }
+    }
+
+    /// [`Target::config`] with a quiet window and max wait of an hour:
+    /// nothing flushes unless the test asks.
+    pub fn config_never_flushing(&self) -> Config {
+        let mut c = self.config();
+        c.quiet_window = Duration::from_secs(3_600);
+        c.max_wait = Duration::from_secs(3_600);
+        c
+    }
+
+    /// The crash journal's folder.
+    pub fn journal_dir(&self) -> PathBuf {
+        self.dir.path().join("journal")
+    }
+
+    /// The PostgreSQL database's URL (as the superuser). Panics on SQLite.
+    pub fn pg_url(&self) -> String {
+        self.pg.as_ref().expect("a PostgreSQL target").url()
+    }
+
+    /// The PostgreSQL database's URL as another role.
+    pub fn pg_url_as(&self, role: &str) -> String {
+        self.pg.as_ref().expect("a PostgreSQL target").url_as(role)
+    }
+
+    /// Cuts every connection to the PostgreSQL database (a fault test).
+    pub fn terminate_connections(&self) -> usize {
+        self.pg
+            .as_ref()
+            .expect("a PostgreSQL target")
+            .terminate_connections()
+    }
+
+    /// Reads one integer with a fresh connection. Table names as in SQLite
+    /// (`memories`, `dead_letters`, …): on PostgreSQL they are found in the
+    /// `mnemo` schema. Safe to call from inside a runtime.
+    pub fn query_i64(&self, sql: &str) -> i64 {
+        match &self.pg {
+            Some(db) => pg::query_scalar(&db.url(), &format!("SET search_path = mnemo; {sql}")),
+            None => query_i64(&self.dir.path().join("mnemo.db"), sql),
+        }
+    }
+}
+
+/// Runs each named test body (`fn name(t: &Target) -> mnemo::Result<()>`)
+/// once per store: `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn sqlite() -> mnemo::Result<()> {
+                    super::$name(&$crate::common::Target::new($crate::common::Store::Sqlite))
+                }
+                #[test]
+                fn postgres() -> mnemo::Result<()> {
+                    super::$name(&$crate::common::Target::new($crate::common::Store::Postgres))
+                }
+            }
+        )*
+    };
 }

@@ -59,7 +59,10 @@ impl Synchronous {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// The SQLite database file; created if missing. Default: `./mnemo.db`.
+    /// Where the memories live: an SQLite database file (created if
+    /// missing), or a PostgreSQL connection URL (`postgres://user@host/db`
+    /// or `postgresql://…`; unix sockets as `?host=/run/postgresql`).
+    /// Default: `./mnemo.db`.
     pub path: PathBuf,
     /// Quiet window: a batch is flushed once no save arrived for this long.
     /// Every save restarts it. Default: 500 ms.
@@ -112,6 +115,14 @@ pub struct Config {
     /// never a crash); the next one is made ahead of need. Must hold one
     /// largest save. Default: 8 MiB.
     pub journal_segment_bytes: usize,
+    /// The folder of this process's crash journal (and of the journals of
+    /// dead engines it replays). Default (`None`): beside an SQLite file,
+    /// `<db>.journal/`; for PostgreSQL, on this machine's disk under
+    /// `$XDG_STATE_HOME/mnemo/journals/<user@host_port_db>/` (or
+    /// `~/.local/state/…`). Workers of one machine share the folder, so a
+    /// restarted worker replays its dead predecessor's journal; see
+    /// [`Config::journal_folder`].
+    pub journal_dir: Option<PathBuf>,
     /// Lexical or hybrid (lexical + vector) retrieval. Default:
     /// [`Retrieval::Lexical`].
     pub retrieval: Retrieval,
@@ -136,6 +147,7 @@ impl Default for Config {
             journal: true,
             journal_sync: JournalSync::Never,
             journal_segment_bytes: 8 * 1024 * 1024,
+            journal_dir: None,
             retrieval: Retrieval::Lexical,
         }
     }
@@ -147,6 +159,33 @@ impl Config {
         Config {
             path: path.into(),
             ..Config::default()
+        }
+    }
+
+    /// [`Config::path`] as messages should show it: a PostgreSQL URL
+    /// without its password.
+    pub fn shown_path(&self) -> PathBuf {
+        crate::store::shown_path(self)
+    }
+
+    /// The crash journal's folder: [`Config::journal_dir`] if set, else the
+    /// default for the store (see there).
+    pub fn journal_folder(&self) -> PathBuf {
+        if let Some(dir) = &self.journal_dir {
+            return dir.clone();
+        }
+        match self.path.to_str() {
+            Some(url) if crate::store::is_postgres_url(url) => {
+                let state = std::env::var_os("XDG_STATE_HOME")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+                    .or_else(|| {
+                        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state"))
+                    })
+                    .unwrap_or_else(|| PathBuf::from("."));
+                state.join("mnemo/journals").join(url_folder_name(url))
+            }
+            _ => crate::journal::dir_for(&self.path),
         }
     }
 
@@ -234,5 +273,53 @@ mod tests {
         assert_eq!(c.retrieval, Retrieval::Lexical);
         let c: Config = serde_json::from_str(r#"{"retrieval": "hybrid"}"#).unwrap();
         assert_eq!(c.retrieval, Retrieval::Hybrid);
+    }
+}
+
+/// A folder name for a PostgreSQL URL: user, host, port and database, with
+/// the password and the query left out and anything but `[A-Za-z0-9._-@]`
+/// replaced by `_`.
+fn url_folder_name(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (auth, place) = rest.rsplit_once('@').map_or(("", rest), |(a, p)| (a, p));
+    let user = auth.split(':').next().unwrap_or_default();
+    let name = if user.is_empty() {
+        place.to_owned()
+    } else {
+        format!("{user}@{place}")
+    };
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '@') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod journal_folder_tests {
+    use super::*;
+
+    #[test]
+    fn a_postgres_journal_folder_names_the_server_and_never_the_password() {
+        let c = Config::new("postgres://agent:s3cret@db.example:5433/memories?sslmode=disable");
+        let dir = c.journal_folder();
+        let name = dir.file_name().unwrap().to_str().unwrap();
+        assert_eq!(name, "agent@db.example_5433_memories");
+        assert!(!dir.to_string_lossy().contains("s3cret"));
+        assert!(dir.to_string_lossy().contains("mnemo/journals"));
+        let c = Config {
+            journal_dir: Some(PathBuf::from("/var/lib/agent/journal")),
+            ..c
+        };
+        assert_eq!(c.journal_folder(), PathBuf::from("/var/lib/agent/journal"));
+        assert_eq!(
+            Config::new("/data/m.db").journal_folder(),
+            PathBuf::from("/data/m.db.journal")
+        );
     }
 }

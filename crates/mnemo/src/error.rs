@@ -94,12 +94,14 @@ pub enum Error {
         path: std::path::PathBuf,
     },
 
-    /// The database file could not be opened as a mnemo database: it is
-    /// not an SQLite database, it is corrupt, it is on a read-only file
-    /// system, or permission is denied. `reason` says which.
+    /// The database could not be opened as a mnemo database: an SQLite
+    /// file that is not a database, is corrupt, is on a read-only file
+    /// system or may not be written; a PostgreSQL server that is down,
+    /// refuses the login, or refuses to create the schema. `reason` says
+    /// which.
     #[error("cannot open the database {path:?}: {reason}")]
     Open {
-        /// The database file.
+        /// The database file, or the PostgreSQL URL without its password.
         path: std::path::PathBuf,
         /// What is wrong, in plain words.
         reason: String,
@@ -112,6 +114,12 @@ pub enum Error {
     /// SQLite failed outside the write path (opening, reading).
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+
+    /// PostgreSQL failed outside the write path (opening, reading). The
+    /// text is the server's message (with its SQLSTATE) or the client's;
+    /// it never holds the connection's password.
+    #[error("postgres: {0}")]
+    Postgres(String),
 
     /// A file system error.
     #[error("io: {0}")]

@@ -1,7 +1,7 @@
 //! `RagIndexer`: keeps the full-text index in step with committed memories.
 //!
 //! A sync actor (its own thread, its own connection, started in a
-//! `SyncArbiter`): indexing blocks on SQLite like writing does. Each
+//! `SyncArbiter`): indexing blocks on the store like writing does. Each
 //! [`IndexBatch`] makes it index every committed change past its stored
 //! watermark — not only the batch's own rows — so a batch it missed (a crash
 //! between commit and index, another process's writes) is picked up by the
@@ -17,14 +17,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Handler, Message, SyncContext};
-use rusqlite::Connection;
 
 use crate::embed::Embedder;
 use crate::ingress::Shared;
 use crate::model::OpPayload;
 use crate::receipt::Resolver;
 use crate::stats::Metrics;
-use crate::store::sqlite::{busy_slice, index_pending_with, open_connection};
+use crate::store::IndexStore;
 
 /// Rows per indexing transaction.
 const INDEX_CHUNK: usize = 2_000;
@@ -57,7 +56,7 @@ pub struct Drain;
 /// The indexing actor. See the module doc.
 pub struct RagIndexer {
     shared: Arc<Shared>,
-    conn: Option<Connection>,
+    index: Box<dyn IndexStore>,
     /// Batches whose indexing failed; retried with the next batch, or by
     /// the retry scheduled after the failure, whichever comes first.
     deferred: Vec<IndexBatch>,
@@ -70,29 +69,16 @@ pub struct RagIndexer {
 impl RagIndexer {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        conn: Option<Connection>,
+        index: Box<dyn IndexStore>,
         embedder: Option<Arc<dyn Embedder>>,
     ) -> RagIndexer {
         RagIndexer {
             shared,
-            conn,
+            index,
             deferred: Vec::new(),
             retry_scheduled: Arc::new(AtomicBool::new(false)),
             embedder,
         }
-    }
-
-    fn connection(&mut self) -> crate::Result<&mut Connection> {
-        if self.conn.is_none() {
-            let c = &self.shared.config;
-            self.conn = Some(open_connection(
-                &c.path,
-                c.synchronous,
-                busy_slice(c.busy_deadline),
-            )?);
-        }
-        // Just set above when it was None.
-        Ok(self.conn.as_mut().expect("connection was just opened"))
     }
 
     /// Indexes everything committed, then settles the given batches.
@@ -107,18 +93,17 @@ impl RagIndexer {
         let span = tracing::info_span!("index", batches = batches.len());
         let _enter = span.enter();
         let embedder = self.embedder.clone();
-        let result = self.connection().and_then(|conn| {
-            catch_unwind(AssertUnwindSafe(|| {
-                // Fail point for tests: "return" fails the pass.
-                fail::fail_point!("mnemo::index_pass", |_| Err(crate::Error::NotIndexed {
-                    reason: "injected indexing failure (fail point mnemo::index_pass)".into(),
-                }));
-                index_pending_with(conn, INDEX_CHUNK, deadline, embedder.as_deref())
-            }))
-            .unwrap_or_else(|_| {
-                Err(crate::Error::NotIndexed {
-                    reason: "the indexer panicked".into(),
-                })
+        let index = &mut self.index;
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            // Fail point for tests: "return" fails the pass.
+            fail::fail_point!("mnemo::index_pass", |_| Err(crate::Error::NotIndexed {
+                reason: "injected indexing failure (fail point mnemo::index_pass)".into(),
+            }));
+            index.index_pending(INDEX_CHUNK, deadline, embedder.as_deref())
+        }))
+        .unwrap_or_else(|_| {
+            Err(crate::Error::NotIndexed {
+                reason: "the indexer panicked".into(),
             })
         });
         match result {
@@ -150,7 +135,7 @@ impl RagIndexer {
                 crate::stats::add(&m.index_failures, 1);
                 *m.index_error.lock() = Some(e.to_string());
                 self.shared.index_behind.store(true, Ordering::Relaxed);
-                self.conn = None;
+                self.index.reset_connection();
                 self.deferred.extend(batches);
             }
         }

@@ -20,7 +20,7 @@ use crate::model::{
 use crate::receipt::Receipt;
 use crate::search::{self, Searcher};
 use crate::stats::Stats;
-use crate::store::sqlite::{self, ReadPool, SqliteWriter};
+use crate::store::{self, BatchWriter, IndexStore, Reader};
 use crate::writer::spawn_writer;
 
 /// A handle to an open mnemo engine. Cheap to clone; `Send + Sync`.
@@ -53,7 +53,7 @@ pub struct Memory {
 struct Inner {
     shared: Arc<Shared>,
     batcher: Addr<MemoryBatcher>,
-    reads: ReadPool,
+    reads: Arc<dyn Reader>,
     /// Hybrid retrieval: the embedder for queries and pending saves.
     embedder: Option<Arc<dyn Embedder>>,
     /// The dedicated actix system, when the engine runs its own.
@@ -86,26 +86,28 @@ impl Drop for Inner {
 /// errors (bad path, locked schema) are returned by `open`.
 struct Parts {
     shared: Arc<Shared>,
-    store: SqliteWriter,
-    index_conn: rusqlite::Connection,
+    writer: Box<dyn BatchWriter>,
+    index: Box<dyn IndexStore>,
     embedder: Option<Arc<dyn Embedder>>,
 }
 
 fn start_actors(parts: Parts) -> Result<Addr<MemoryBatcher>> {
     let Parts {
         shared,
-        store,
-        index_conn,
+        writer,
+        index,
         embedder,
     } = parts;
     // One indexer thread: index transactions are serial anyway (one writer
-    // at a time in SQLite), and FIFO order is what `Drain` relies on.
-    let slot = Arc::new(Mutex::new(Some(index_conn)));
+    // at a time in SQLite, one indexer at a time per PostgreSQL database),
+    // and FIFO order is what `Drain` relies on. The factory runs once.
+    let slot = Arc::new(Mutex::new(Some(index)));
     let factory_shared = shared.clone();
     let indexer: Addr<RagIndexer> = SyncArbiter::start(1, move || {
-        RagIndexer::new(factory_shared.clone(), slot.lock().take(), embedder.clone())
+        let index = slot.lock().take().expect("the indexer's factory runs once");
+        RagIndexer::new(factory_shared.clone(), index, embedder.clone())
     });
-    let writer = spawn_writer(Box::new(store), shared.clone(), indexer.clone())?;
+    let writer = spawn_writer(writer, shared.clone(), indexer.clone())?;
     Ok(MemoryBatcher::new(shared, writer, indexer).start())
 }
 
@@ -145,12 +147,13 @@ impl Memory {
 
     fn start(config: Config, embedder: Option<Arc<dyn Embedder>>) -> Result<Memory> {
         config.validate()?;
-        let (shared, store, index_conn) = crate::open::prepare(&config, embedder.as_deref())
-            .map_err(|e| sqlite::open_error(&config.path, e))?;
+        let (shared, opened) = crate::open::prepare(&config, embedder.as_deref())
+            .map_err(|e| store::open_error(&config, e))?;
+        let reads = opened.reads.clone();
         let parts = Parts {
             shared: shared.clone(),
-            store,
-            index_conn,
+            writer: opened.writer,
+            index: opened.index,
             embedder: embedder.clone(),
         };
 
@@ -180,12 +183,12 @@ impl Memory {
                 }),
             )
         };
-        tracing::debug!(path = %config.path.display(), "mnemo open");
+        tracing::debug!(path = %store::shown_path(&config).display(), "mnemo open");
         Ok(Memory {
             inner: Arc::new(Inner {
                 shared,
                 batcher,
-                reads: ReadPool::new(&config),
+                reads,
                 embedder,
                 own_system,
             }),
@@ -246,9 +249,7 @@ impl Memory {
                 return Ok(entry.record());
             }
         }
-        self.inner
-            .reads
-            .with(|conn| sqlite::get(conn, namespace, category, key))
+        self.inner.reads.get(namespace, category, key)
     }
 
     /// Every memory of a namespace, or of one category in it, ordered by
@@ -274,10 +275,7 @@ impl Memory {
             .into_iter()
             .filter(|e| !e.is_committed())
             .collect();
-        let stored = self
-            .inner
-            .reads
-            .with(|conn| sqlite::list(conn, namespace, category))?;
+        let stored = self.inner.reads.list(namespace, category)?;
         let merged = merge_pending(stored, fresh);
         Ok(merged.into_values().collect())
     }
@@ -338,9 +336,10 @@ impl Memory {
         // Each pending forget may hide one stored row: read that many more,
         // and one past the page to learn whether another page follows.
         let hidden = fresh.iter().filter(|e| e.payload.value.is_none()).count();
-        let stored = self.inner.reads.with(|conn| {
-            sqlite::list_page(conn, namespace, category, after_ref, limit + 1 + hidden)
-        })?;
+        let stored =
+            self.inner
+                .reads
+                .list_page(namespace, category, after_ref, limit + 1 + hidden)?;
         let merged = merge_pending(stored, fresh);
         // Exact: if SQLite returned all it was asked for, at least
         // `limit + 1` of its rows survived the forgets, and any row it did
@@ -366,7 +365,7 @@ impl Memory {
     /// export.
     pub fn namespaces(&self) -> Result<Vec<String>> {
         let fresh = self.inner.shared.overlay.namespaces();
-        let mut all = self.inner.reads.with(sqlite::namespaces)?;
+        let mut all = self.inner.reads.namespaces()?;
         all.extend(fresh);
         all.sort();
         all.dedup();
@@ -425,7 +424,7 @@ impl Memory {
         let q = search::parse_query(query)?;
         Searcher {
             overlay: &self.inner.shared.overlay,
-            reads: &self.inner.reads,
+            reads: self.inner.reads.as_ref(),
             embedder: self.inner.embedder.as_deref(),
         }
         .search(namespace, query, &q, category, limit)
@@ -448,7 +447,7 @@ impl Memory {
 
     /// Stored rows and dead letters, counted in the database (a read).
     pub fn counts(&self) -> Result<(u64, u64)> {
-        self.inner.reads.with(sqlite::counts)
+        self.inner.reads.counts()
     }
 
     /// Asks the batcher to flush now instead of at the end of the quiet
@@ -557,7 +556,7 @@ mod tests {
         // Embedding is checked from inside: the probe asks a second
         // connection for the write lock whenever it is asked for vectors.
         let probe = Arc::new(crate::embed::probe::LockProbe::new(&path));
-        let table = sqlite::vector_table(probe.model_id());
+        let table = crate::store::sqlite::vector_table(probe.model_id());
         let config = Config {
             retrieval: Retrieval::Hybrid,
             ..Config::new(&path)

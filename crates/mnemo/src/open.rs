@@ -13,47 +13,39 @@ use crate::ingress::Shared;
 use crate::journal::Journal;
 use crate::replay::replay_orphans;
 use crate::stats::Metrics;
-use crate::store::sqlite::{self, SqliteWriter};
+use crate::store::{self, Opened};
 
-/// Opens the database at `config.path` and returns the engine's shared
-/// state, the writer's store and the indexer's connection.
+/// Opens the store `config.path` names and returns the engine's shared
+/// state and the store's connections, the journals of dead engines
+/// replayed and the index caught up.
 pub(crate) fn prepare(
     config: &Config,
     embedder: Option<&dyn Embedder>,
-) -> Result<(Arc<Shared>, SqliteWriter, rusqlite::Connection)> {
-    if let Some(parent) = config.path.parent() {
-        if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent)?;
-        }
-    }
-    let mut store = SqliteWriter::open(config)?;
-    let replayed = replay_orphans(&mut store, config)?;
-    let mut index_conn = sqlite::open_connection(
-        &config.path,
-        config.synchronous,
-        sqlite::busy_slice(config.busy_deadline),
-    )?;
-    if sqlite::reset_index_if_stale(&index_conn)? {
+) -> Result<(Arc<Shared>, Opened)> {
+    let mut opened = store::open(config)?;
+    let replayed = replay_orphans(opened.writer.as_mut(), config)?;
+    if opened.index.reset_if_stale()? {
         tracing::info!("the text normaliser changed: rebuilding the search index");
     }
-    let caught_up =
-        sqlite::index_pending_with(&mut index_conn, 2_000, config.busy_deadline, embedder)?;
+    let caught_up = opened
+        .index
+        .index_pending(2_000, config.busy_deadline, embedder)?;
     if caught_up.rows > 0 {
         tracing::info!(
             rows = caught_up.rows,
             "indexed rows committed before this open"
         );
     }
-    let (watermark, last_change) = sqlite::index_position(&index_conn)?;
-    let next_seq = sqlite::last_seq(store.connection())? + 1;
-    let clock_seen = sqlite::max_hlc(store.connection())?;
+    let (watermark, last_change) = opened.index.position()?;
+    let next_seq = opened.writer.last_seq()? + 1;
+    let clock_seen = opened.writer.max_hlc()?;
     let journal = if config.journal {
         let j = Journal::create(
-            &config.path,
+            &config.journal_folder(),
             config.journal_sync,
             config.journal_segment_bytes,
         )?;
-        store.set_journal(Some(j.id().to_owned()));
+        opened.writer.set_journal(Some(j.id().to_owned()));
         Some(j)
     } else {
         None
@@ -64,5 +56,5 @@ pub(crate) fn prepare(
     *m.recovery.lock() = replayed.lost;
     Metrics::set_max(&m.index_watermark, watermark);
     Metrics::set_max(&m.committed_change, last_change);
-    Ok((shared, store, index_conn))
+    Ok((shared, opened))
 }

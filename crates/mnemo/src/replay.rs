@@ -24,7 +24,6 @@ use crate::error::{Error, Result};
 use crate::journal::{self, Orphan};
 use crate::model::{now_ms, StoreOp};
 use crate::stats::Recovery;
-use crate::store::sqlite::{self, SqliteWriter};
 use crate::store::{Backoff, BatchWriter};
 
 /// What replaying orphaned journals did.
@@ -44,16 +43,16 @@ pub(crate) struct Replay {
 /// Replays every orphaned journal of the database at `config.path`.
 /// Blocks; a database locked past `busy_deadline` fails the open (the
 /// journals stay for the next one).
-pub(crate) fn replay_orphans(store: &mut SqliteWriter, config: &Config) -> Result<Replay> {
+pub(crate) fn replay_orphans(store: &mut dyn BatchWriter, config: &Config) -> Result<Replay> {
     let mut report = Replay::default();
-    for orphan in journal::orphans(&config.path)? {
+    let dir = config.journal_folder();
+    for orphan in journal::orphans(&dir)? {
         report.journals += 1;
         replay_one(store, config, orphan, &mut report)?;
     }
-    let dir = journal::dir_for(&config.path);
-    sqlite::prune_journal_marks(store.connection(), &dir)?;
+    store.prune_journal_marks(&dir)?;
     let horizon = tombstone_horizon(&dir)?;
-    let purged = sqlite::purge_tombstones(store.connection(), horizon)?;
+    let purged = store.purge_tombstones(horizon)?;
     if purged > 0 {
         tracing::debug!(purged, "tombstones no journal can outdate were purged");
     }
@@ -69,12 +68,12 @@ pub(crate) fn replay_orphans(store: &mut SqliteWriter, config: &Config) -> Resul
 }
 
 fn replay_one(
-    store: &mut SqliteWriter,
+    store: &mut dyn BatchWriter,
     config: &Config,
     orphan: Orphan,
     report: &mut Replay,
 ) -> Result<()> {
-    let mark = sqlite::journal_mark(store.connection(), &orphan.id)?;
+    let mark = store.journal_mark(&orphan.id)?;
     let ops: Vec<StoreOp> = orphan
         .records
         .iter()
@@ -132,14 +131,14 @@ fn replay_one(
     fail::fail_point!("mnemo::replay_retired");
     // Only now that its files are gone: a crash before this line leaves the
     // mark, and the files are found again without replaying anything twice.
-    sqlite::drop_journal_mark(store.connection(), &id)?;
+    store.drop_journal_mark(&id)?;
     Ok(())
 }
 
 /// Writes one replayed batch, retrying faults with backoff until
 /// `deadline`.
 fn write_with_retry(
-    store: &mut SqliteWriter,
+    store: &mut dyn BatchWriter,
     ops: &[StoreOp],
     config: &Config,
     journal: &str,
@@ -152,7 +151,7 @@ fn write_with_retry(
             Ok(_) => return Ok(()),
             Err(fault) if started.elapsed() >= deadline => {
                 return Err(Error::Open {
-                    path: config.path.clone(),
+                    path: crate::store::shown_path(config),
                     reason: format!(
                         "replaying the crash journal {journal}: {fault} (for {:.1?}); it is kept for the next open",
                         started.elapsed()

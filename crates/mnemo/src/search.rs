@@ -10,7 +10,7 @@ use crate::embed::{cosine, Embedder};
 use crate::error::{Error, Result};
 use crate::model::SearchHit;
 use crate::overlay::{OverlayEntry, PendingOverlay};
-use crate::store::sqlite::{self, ReadPool};
+use crate::store::{embedding_text, Reader};
 use crate::text::{Query, MAX_QUERY_BYTES, MAX_QUERY_TERMS};
 
 /// Reciprocal-rank fusion's constant: a hit at rank r (1-based) of a list
@@ -57,7 +57,7 @@ pub(crate) fn parse_query(text: &str) -> Result<Query> {
 /// pool, and in hybrid mode the embedder.
 pub(crate) struct Searcher<'a> {
     pub overlay: &'a PendingOverlay,
-    pub reads: &'a ReadPool,
+    pub reads: &'a dyn Reader,
     pub embedder: Option<&'a dyn Embedder>,
 }
 
@@ -91,9 +91,9 @@ impl Searcher<'_> {
         let shadowed = shadowed(&fresh);
         hits.truncate(limit);
         if hits.len() < limit {
-            let indexed = self.reads.with(|conn| {
-                sqlite::search(conn, namespace, q, category, limit + shadowed.len())
-            })?;
+            let indexed = self
+                .reads
+                .search(namespace, q, category, limit + shadowed.len())?;
             hits.extend(
                 indexed
                     .into_iter()
@@ -144,7 +144,7 @@ impl Searcher<'_> {
             .into_iter()
             .chain(missing.iter().map(|entry| {
                 let p = &entry.payload;
-                sqlite::embedding_text(&p.category, &p.key, p.value.as_deref().unwrap_or(""))
+                embedding_text(&p.category, &p.key, p.value.as_deref().unwrap_or(""))
             }))
             .collect();
         let mut vectors = e
@@ -169,19 +169,15 @@ impl Searcher<'_> {
         // Nothing to embed in the query (or not the model's language): no
         // vector side at all, whatever the similarity floor.
         let query_is_zero = crate::embed::is_zero(&qv);
-        let (indexed, nearest) = self.reads.with(|conn| {
-            let indexed = sqlite::search(conn, namespace, q, category, depth)?;
-            let nearest = sqlite::vector_search(
-                conn,
-                namespace,
-                e.model_id(),
-                &qv,
-                category,
-                min_similarity,
-                depth,
-            )?;
-            Ok((indexed, nearest))
-        })?;
+        let indexed = self.reads.search(namespace, q, category, depth)?;
+        let nearest = self.reads.vector_search(
+            namespace,
+            e.model_id(),
+            &qv,
+            category,
+            min_similarity,
+            depth,
+        )?;
         let visible = |h: &SearchHit| {
             !shadowed.contains(&(h.record.category.as_str(), h.record.key.as_str()))
         };

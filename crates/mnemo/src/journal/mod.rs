@@ -150,10 +150,10 @@ impl Drop for Retired {
 }
 
 impl Journal {
-    /// Creates a new journal for this engine in `dir_for(db)`, locked, with
+    /// Creates a new journal for this engine in `dir`, locked, with
     /// its first segment. A full disk is [`Error::DiskFull`].
-    pub fn create(db: &Path, sync: JournalSync, segment_bytes: usize) -> Result<Journal> {
-        let dir = dir_for(db);
+    pub fn create(dir: &Path, sync: JournalSync, segment_bytes: usize) -> Result<Journal> {
+        let dir = dir.to_owned();
         fs::create_dir_all(&dir)?;
         let id = format!(
             "{}-{:x}",

@@ -17,7 +17,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::format::{decode_segment, Record};
-use super::{dir_for, DAMAGED_DIR};
+use super::DAMAGED_DIR;
 use crate::error::Result;
 
 /// A damaged segment found in an orphan.
@@ -117,10 +117,10 @@ fn try_lock(path: &Path, create: bool) -> io::Result<Option<File>> {
     Ok(f.try_lock().is_ok().then_some(f))
 }
 
-/// Finds the journals in `dir_for(db)` whose owner is gone, locks them and
+/// Finds the journals in `dir` whose owner is gone, locks them and
 /// reads their records. Journals of live engines are left alone.
-pub(crate) fn orphans(db: &Path) -> Result<Vec<Orphan>> {
-    let dir = dir_for(db);
+pub(crate) fn orphans(dir: &Path) -> Result<Vec<Orphan>> {
+    let dir = dir.to_owned();
     let names = match list(&dir) {
         Ok(n) => n,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),

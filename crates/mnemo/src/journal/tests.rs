@@ -20,16 +20,16 @@ fn seqs(o: &Orphan) -> Vec<u64> {
 fn journal_rotates_retires_and_is_found_by_the_next_process() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("m.db");
-    let mut j = Journal::create(&db, JournalSync::Never, 1024)?;
+    let mut j = Journal::create(&dir_for(&db), JournalSync::Never, 1024)?;
     append_n(&mut j, 1, 100)?;
     assert!(j.segments.len() > 2);
     // a live journal is not an orphan
-    assert!(orphans(&db)?.is_empty());
+    assert!(orphans(&dir_for(&db))?.is_empty());
     drop(j.committed_through(50));
     assert!(j.segments.front().unwrap().last_seq > 50);
     // the owner dies without cleaning up (drop releases the locks)
     drop(j);
-    let found = orphans(&db)?;
+    let found = orphans(&dir_for(&db))?;
     assert_eq!(found.len(), 1);
     let s = seqs(&found[0]);
     assert!(s.windows(2).all(|w| w[1] == w[0] + 1), "in order, no gaps");
@@ -39,7 +39,7 @@ fn journal_rotates_retires_and_is_found_by_the_next_process() -> Result<()> {
     for o in found {
         assert!(o.retire()?.is_empty());
     }
-    assert!(orphans(&db)?.is_empty());
+    assert!(orphans(&dir_for(&db))?.is_empty());
     assert_eq!(fs::read_dir(dir_for(&db))?.count(), 0);
     Ok(())
 }
@@ -48,15 +48,15 @@ fn journal_rotates_retires_and_is_found_by_the_next_process() -> Result<()> {
 fn a_journal_whose_lock_file_was_deleted_is_still_found() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("m.db");
-    let mut j = Journal::create(&db, JournalSync::Never, 4096)?;
+    let mut j = Journal::create(&dir_for(&db), JournalSync::Never, 4096)?;
     append_n(&mut j, 1, 10)?;
     let lock = dir_for(&db).join(format!("{}.lock", j.id()));
     fs::remove_file(&lock)?;
     // The owner lives: its segments stay locked, recovery leaves them.
-    assert!(orphans(&db)?.is_empty());
+    assert!(orphans(&dir_for(&db))?.is_empty());
     assert!(!lock.exists(), "no stray lock file is left behind");
     drop(j);
-    let found = orphans(&db)?;
+    let found = orphans(&dir_for(&db))?;
     assert_eq!(found.len(), 1);
     assert_eq!(seqs(&found[0]), (1..=10).collect::<Vec<_>>());
     Ok(())
@@ -66,7 +66,7 @@ fn a_journal_whose_lock_file_was_deleted_is_still_found() -> Result<()> {
 fn a_damaged_segment_is_moved_aside_and_the_rest_is_read() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("m.db");
-    let mut j = Journal::create(&db, JournalSync::Never, 2048)?;
+    let mut j = Journal::create(&dir_for(&db), JournalSync::Never, 2048)?;
     append_n(&mut j, 1, 100)?;
     let paths: Vec<PathBuf> = j.segments.iter().map(|s| s.path.clone()).collect();
     drop(j);
@@ -79,7 +79,7 @@ fn a_damaged_segment_is_moved_aside_and_the_rest_is_read() -> Result<()> {
         .write(true)
         .open(&paths[2])?
         .set_len(0)?;
-    let found = orphans(&db)?;
+    let found = orphans(&dir_for(&db))?;
     let o = &found[0];
     assert_eq!(o.damaged.len(), 2);
     let n = o.records.len();
@@ -89,7 +89,10 @@ fn a_damaged_segment_is_moved_aside_and_the_rest_is_read() -> Result<()> {
     assert!(kept
         .iter()
         .all(|p| p.exists() && p.parent().unwrap().ends_with(DAMAGED_DIR)));
-    assert!(orphans(&db)?.is_empty(), "moved aside, not replayed again");
+    assert!(
+        orphans(&dir_for(&db))?.is_empty(),
+        "moved aside, not replayed again"
+    );
     Ok(())
 }
 
@@ -97,7 +100,7 @@ fn a_damaged_segment_is_moved_aside_and_the_rest_is_read() -> Result<()> {
 fn the_spare_segment_is_made_ahead_and_used_in_index_order() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("m.db");
-    let mut j = Journal::create(&db, JournalSync::Never, 1024)?;
+    let mut j = Journal::create(&dir_for(&db), JournalSync::Never, 1024)?;
     assert!(
         j.spare_wanted().is_none(),
         "an empty segment wants no spare"
@@ -140,7 +143,7 @@ fn the_spare_segment_is_made_ahead_and_used_in_index_order() -> Result<()> {
         .is_none());
     let last = j.last_appended;
     drop(j);
-    let found = orphans(&db)?;
+    let found = orphans(&dir_for(&db))?;
     assert_eq!(seqs(&found[0]), (1..=last).collect::<Vec<_>>());
     Ok(())
 }
@@ -149,7 +152,7 @@ fn the_spare_segment_is_made_ahead_and_used_in_index_order() -> Result<()> {
 fn a_segment_that_cannot_be_made_leaves_no_file() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("m.db");
-    let mut j = Journal::create(&db, JournalSync::Never, 1024)?;
+    let mut j = Journal::create(&dir_for(&db), JournalSync::Never, 1024)?;
     append_n(&mut j, 1, 12)?;
     let (path, index, _) = j.spare_wanted().expect("a spare");
     // The file is created, then reserving its space fails.
@@ -174,7 +177,7 @@ fn a_segment_that_cannot_be_made_leaves_no_file() -> Result<()> {
 fn batch_sync_covers_every_segment_written_since_the_last_sync() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("m.db");
-    let mut j = Journal::create(&db, JournalSync::Batch, 1024)?;
+    let mut j = Journal::create(&dir_for(&db), JournalSync::Batch, 1024)?;
     let sync_all = |j: &mut Journal| -> usize {
         let handles = j.sync_handles();
         for (index, len, map) in &handles {
@@ -199,11 +202,11 @@ fn batch_sync_covers_every_segment_written_since_the_last_sync() -> Result<()> {
 fn clean_removal_only_when_everything_committed() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("m.db");
-    let mut j = Journal::create(&db, JournalSync::Always, SEGMENT_BYTES)?;
+    let mut j = Journal::create(&dir_for(&db), JournalSync::Always, SEGMENT_BYTES)?;
     append_n(&mut j, 1, 1)?;
     assert!(j.remove(0, false).is_none(), "kept: not committed");
-    assert_eq!(orphans(&db)?.len(), 1);
-    let mut j = Journal::create(&db, JournalSync::Never, SEGMENT_BYTES)?;
+    assert_eq!(orphans(&dir_for(&db))?.len(), 1);
+    let mut j = Journal::create(&dir_for(&db), JournalSync::Never, SEGMENT_BYTES)?;
     append_n(&mut j, 5, 5)?;
     drop(j.remove(5, false));
     Ok(())
@@ -217,7 +220,7 @@ fn clean_removal_only_when_everything_committed() -> Result<()> {
 fn a_segment_made_between_the_listing_and_the_lock_is_read() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("m.db");
-    let mut j = Journal::create(&db, JournalSync::Never, 1024)?;
+    let mut j = Journal::create(&dir_for(&db), JournalSync::Never, 1024)?;
     append_n(&mut j, 1, 3)?;
     let owner = Arc::new(parking_lot::Mutex::new(Some(j)));
     let hook = owner.clone();
@@ -233,7 +236,7 @@ fn a_segment_made_between_the_listing_and_the_lock_is_read() -> Result<()> {
         }
     })
     .map_err(io::Error::other)?;
-    let found = orphans(&db);
+    let found = orphans(&dir_for(&db));
     fail::remove("mnemo::orphans_listed");
     let found = found?;
     assert!(owner.lock().is_none(), "the hook ran");
@@ -258,7 +261,7 @@ fn a_lock_file_left_under_its_temporary_name_is_removed() -> Result<()> {
     held.set_modified(old)?;
     let fresh = dir_for(&db).join("125-18eb65702f674c88.lock.tmp");
     File::create(&fresh)?;
-    assert!(orphans(&db)?.is_empty());
+    assert!(orphans(&dir_for(&db))?.is_empty());
     assert!(!stray.exists(), "the stray is gone");
     assert!(
         live.exists() && fresh.exists(),

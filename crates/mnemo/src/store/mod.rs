@@ -1,13 +1,222 @@
-//! The store seam: what the write path needs from a database, as plain
-//! synchronous code with no actors in it. SQLite ([`sqlite`]) is the one
-//! store today; a networked store (PostgreSQL, one multi-row upsert per
-//! flush) would implement the same trait in a folder beside it.
+//! The store seam: what the engine needs from a database, as plain
+//! synchronous code with no actors in it. Three roles, each a trait that
+//! every store implements:
+//!
+//! - [`BatchWriter`]: the writer thread's connection. One transaction per
+//!   batch, the journal marks written in it, and what replay and open need
+//!   (marks, tombstones, the clock's and sequence's high-water marks).
+//! - [`IndexStore`]: the `RagIndexer`'s connection. Brings the derived
+//!   data (full-text index, vectors) up to date with committed rows.
+//! - [`Reader`]: every read (get, list, search, counts), shared by the
+//!   handle's callers; a reader never waits for a flush.
+//!
+//! [`open`] picks the store from [`Config::path`]: a file path is SQLite
+//! ([`sqlite`]), a `postgres://` URL is PostgreSQL ([`postgres`]). The
+//! batcher, receipts, overlay, journal and indexer actor are the same code
+//! for both.
 
+pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::model::{StoreOp, WriteOutcome};
+use crate::config::Config;
+use crate::embed::Embedder;
+use crate::error::Result;
+use crate::model::{MemoryRecord, SearchHit, StoreOp, WriteOutcome};
+use crate::text::Query;
+
+/// The three connections of an open store.
+pub(crate) struct Opened {
+    pub writer: Box<dyn BatchWriter>,
+    pub index: Box<dyn IndexStore>,
+    pub reads: Arc<dyn Reader>,
+}
+
+/// Where [`Config::path`] points.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Location<'a> {
+    /// An SQLite database file.
+    Sqlite(&'a Path),
+    /// A PostgreSQL connection URL (`postgres://` or `postgresql://`).
+    Postgres(&'a str),
+}
+
+impl<'a> Location<'a> {
+    /// Reads `config.path`.
+    pub fn of(config: &'a Config) -> Location<'a> {
+        match config.path.to_str() {
+            Some(s) if is_postgres_url(s) => Location::Postgres(s),
+            _ => Location::Sqlite(&config.path),
+        }
+    }
+}
+
+/// `true` for a PostgreSQL connection URL.
+pub(crate) fn is_postgres_url(s: &str) -> bool {
+    s.starts_with("postgres://") || s.starts_with("postgresql://")
+}
+
+/// Opens the store `config.path` names: creates its schema, then the
+/// writer's, the indexer's and the readers' connections. Errors say what is
+/// wrong in plain words ([`crate::Error::Open`]).
+pub(crate) fn open(config: &Config) -> Result<Opened> {
+    match Location::of(config) {
+        Location::Sqlite(_) => sqlite::open_store(config),
+        Location::Postgres(_) => postgres::open_store(config),
+    }
+}
+
+/// `config.path` as messages show it: a PostgreSQL URL without its
+/// password.
+pub(crate) fn shown_path(config: &Config) -> std::path::PathBuf {
+    match Location::of(config) {
+        Location::Sqlite(path) => path.to_owned(),
+        Location::Postgres(url) => std::path::PathBuf::from(postgres::redact(url)),
+    }
+}
+
+/// Turns an error met while opening into the plain-words error `open`
+/// returns.
+pub(crate) fn open_error(config: &Config, e: crate::Error) -> crate::Error {
+    match Location::of(config) {
+        Location::Sqlite(path) => sqlite::open_error(path, e),
+        Location::Postgres(url) => postgres::open_error(url, e),
+    }
+}
+
+/// The writer's connection. Implementations run on the engine's writer
+/// thread (and at open, for replay) and may block.
+pub(crate) trait BatchWriter: Send {
+    /// One attempt at applying `ops` (already coalesced: at most one per
+    /// key, in sequence order) in one transaction. Either the batch commits,
+    /// with a result per operation (rows the store rejects are isolated as
+    /// dead letters), or nothing commits and the fault says why. The
+    /// journal set with [`set_journal`](BatchWriter::set_journal) gets its
+    /// mark (the highest `seq` of the batch) in the same transaction.
+    fn write_batch(&mut self, ops: &[StoreOp]) -> Result<BatchReport, Fault>;
+
+    /// Sets the journal whose position later batches record.
+    fn set_journal(&mut self, id: Option<String>);
+
+    /// How far a journal's records are committed (0 if none are).
+    fn journal_mark(&mut self, journal: &str) -> Result<u64>;
+
+    /// Forgets a replayed journal's mark (its files are gone).
+    fn drop_journal_mark(&mut self, journal: &str) -> Result<()>;
+
+    /// Deletes the marks of journals in `journal_dir` that have no files
+    /// left. Only marks of journals that could live in that folder: a store
+    /// shared by several machines keeps the others'.
+    fn prune_journal_marks(&mut self, journal_dir: &Path) -> Result<usize>;
+
+    /// Purges tombstones stamped before `horizon`, when no journal that
+    /// could still replay an older save can exist (see
+    /// `crate::replay`). A store shared by machines whose journals this
+    /// process cannot see purges nothing.
+    fn purge_tombstones(&mut self, horizon: u64) -> Result<usize>;
+
+    /// The last save sequence number committed by any engine.
+    fn last_seq(&mut self) -> Result<u64>;
+
+    /// The largest operation stamp committed by any engine.
+    fn max_hlc(&mut self) -> Result<u64>;
+}
+
+/// The indexer's connection: derived data (the full-text index, vectors),
+/// which may always be rebuilt from the memories.
+pub(crate) trait IndexStore: Send {
+    /// Rebuilds the index from scratch if another version of the text
+    /// normaliser built it. Returns whether it did.
+    fn reset_if_stale(&mut self) -> Result<bool>;
+
+    /// Indexes every committed change not yet indexed, in transactions of
+    /// at most `chunk` rows, keeping `embedder`'s vectors in step. When it
+    /// returns `Ok`, every change committed before the call is indexed.
+    /// Retries a busy store until `busy_deadline`, then fails
+    /// ([`crate::Error::NotIndexed`]); the indexer retries later.
+    fn index_pending(
+        &mut self,
+        chunk: usize,
+        busy_deadline: Duration,
+        embedder: Option<&dyn Embedder>,
+    ) -> Result<IndexPass>;
+
+    /// The index watermark and the last committed change, for stats.
+    fn position(&mut self) -> Result<(i64, i64)>;
+
+    /// Drops the connection after a failure; the next call reconnects.
+    fn reset_connection(&mut self);
+}
+
+/// What one indexing pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct IndexPass {
+    /// Rows (re)indexed or removed from the index.
+    pub rows: usize,
+    /// The change number the index now reflects.
+    pub watermark: i64,
+}
+
+/// Every read the handle makes. Shared by all callers; each call takes a
+/// pooled connection and never waits for a flush.
+pub(crate) trait Reader: Send + Sync {
+    /// The committed memory for a key (`None`: never saved, or forgotten).
+    fn get(&self, ns: &str, category: &str, key: &str) -> Result<Option<MemoryRecord>>;
+
+    /// Committed memories of a namespace (optionally one category), by
+    /// category then key.
+    fn list(&self, ns: &str, category: Option<&str>) -> Result<Vec<MemoryRecord>>;
+
+    /// At most `limit` of them that sort after `after` = (category, key):
+    /// a keyset read, whose cost is the page.
+    fn list_page(
+        &self,
+        ns: &str,
+        category: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<MemoryRecord>>;
+
+    /// Namespaces holding at least one live memory, in order.
+    fn namespaces(&self) -> Result<Vec<String>>;
+
+    /// Live rows and dead letters.
+    fn counts(&self) -> Result<(u64, u64)>;
+
+    /// Indexed memories matching `query` in one namespace, best first;
+    /// `score` is higher for better matches.
+    fn search(
+        &self,
+        ns: &str,
+        query: &Query,
+        category: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SearchHit>>;
+
+    /// Indexed memories nearest to the vector `q` of `model_id` by cosine
+    /// similarity, best first, those at least `min_similarity` similar,
+    /// with their similarity. Empty while the model's vectors do not
+    /// reflect the index.
+    #[allow(clippy::too_many_arguments)]
+    fn vector_search(
+        &self,
+        ns: &str,
+        model_id: &str,
+        q: &[f32],
+        category: Option<&str>,
+        min_similarity: f32,
+        limit: usize,
+    ) -> Result<Vec<(SearchHit, f32)>>;
+}
+
+/// The text a memory is embedded from: what the full-text index holds
+/// (key, category, value), read as one text. Both stores embed this.
+pub(crate) fn embedding_text(category: &str, key: &str, value: &str) -> String {
+    format!("{key}\n{category}\n{value}")
+}
 
 /// What the store did with one operation of a batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,16 +249,6 @@ impl std::fmt::Display for Fault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-/// Writes batches. Implementations run on the engine's writer thread and
-/// may block.
-pub(crate) trait BatchWriter: Send {
-    /// One attempt at applying `ops` (already coalesced: at most one per
-    /// key, in sequence order) in one transaction. Either the batch commits,
-    /// with a result per operation (rows the store rejects are isolated as
-    /// dead letters), or nothing commits and the fault says why.
-    fn write_batch(&mut self, ops: &[StoreOp]) -> Result<BatchReport, Fault>;
 }
 
 /// What one attempt at a transaction ran into.

@@ -7,22 +7,14 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::embed::Embedder;
 use crate::error::Result;
-use crate::store::{retry_busy, AttemptError};
+use crate::store::{embedding_text, retry_busy, AttemptError, IndexPass, IndexStore};
+use crate::config::Config;
 use crate::text::{namespace_token, normalize};
 
-use super::schema::{classify, meta, set_meta};
+use super::schema::{busy_slice, classify, meta, open_connection, set_meta};
 use super::vectors::{
     changed_rows, embed_rows, insert_vector, sync_vectors, vector_table, vectors_current,
 };
-
-/// What one indexing pass did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct IndexPass {
-    /// Rows (re)indexed or removed from the index.
-    pub rows: usize,
-    /// The change number the index now reflects.
-    pub watermark: i64,
-}
 
 /// Brings the FTS index up to date with every committed change, in
 /// transactions of at most `chunk` rows. Tombstones the index no longer needs
@@ -224,12 +216,6 @@ pub(super) fn index_chunk(
     Ok(IndexPass { rows, watermark })
 }
 
-/// The text a memory is embedded from: what the FTS row holds (key,
-/// category, value), read as one text.
-pub(crate) fn embedding_text(category: &str, key: &str, value: &str) -> String {
-    format!("{key}\n{category}\n{value}")
-}
-
 /// Rebuilds the index from scratch if it was built by another version of
 /// the normaliser (see [`crate::text::NORMALIZER_VERSION`]): empties it and
 /// resets the watermark, so the catch-up that follows re-indexes every row.
@@ -274,4 +260,57 @@ pub(crate) fn index_position(conn: &Connection) -> Result<(i64, i64)> {
     let watermark = meta(conn, "index_watermark")?;
     let next = meta(conn, "next_change")?;
     Ok((watermark, next - 1))
+}
+
+/// The SQLite [`IndexStore`]: the indexer's own connection, opened again
+/// after a failure.
+pub(crate) struct SqliteIndex {
+    conn: Option<Connection>,
+    config: Config,
+}
+
+impl SqliteIndex {
+    /// An index store that starts with `conn` (or opens one when needed).
+    pub fn new(config: &Config, conn: Option<Connection>) -> SqliteIndex {
+        SqliteIndex {
+            conn,
+            config: config.clone(),
+        }
+    }
+
+    fn connection(&mut self) -> Result<&mut Connection> {
+        if self.conn.is_none() {
+            let c = &self.config;
+            self.conn = Some(open_connection(
+                &c.path,
+                c.synchronous,
+                busy_slice(c.busy_deadline),
+            )?);
+        }
+        // Just set above when it was None.
+        Ok(self.conn.as_mut().expect("connection was just opened"))
+    }
+}
+
+impl IndexStore for SqliteIndex {
+    fn reset_if_stale(&mut self) -> Result<bool> {
+        reset_index_if_stale(self.connection()?)
+    }
+
+    fn index_pending(
+        &mut self,
+        chunk: usize,
+        busy_deadline: Duration,
+        embedder: Option<&dyn Embedder>,
+    ) -> Result<IndexPass> {
+        index_pending_with(self.connection()?, chunk, busy_deadline, embedder)
+    }
+
+    fn position(&mut self) -> Result<(i64, i64)> {
+        index_position(self.connection()?)
+    }
+
+    fn reset_connection(&mut self) {
+        self.conn = None;
+    }
 }

@@ -28,6 +28,12 @@
 //!   retrieval is on): `id` = `memories.id`, `namespace`, `vector` (f32
 //!   blob), searched with sqlite-vec's `vec_distance_cosine`.
 
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::store::Opened;
+
 mod index;
 mod read;
 mod schema;
@@ -43,3 +49,25 @@ pub(crate) use write::*;
 
 #[cfg(test)]
 mod tests;
+
+/// Opens the SQLite store at `config.path` (creating the file and its
+/// folder): the schema, the writer's and the indexer's connections, and
+/// the read pool.
+pub(crate) fn open_store(config: &Config) -> Result<Opened> {
+    if let Some(parent) = config.path.parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent)?;
+        }
+    }
+    let writer = SqliteWriter::open(config)?;
+    let index_conn = open_connection(
+        &config.path,
+        config.synchronous,
+        busy_slice(config.busy_deadline),
+    )?;
+    Ok(Opened {
+        writer: Box::new(writer),
+        index: Box::new(SqliteIndex::new(config, Some(index_conn))),
+        reads: Arc::new(ReadPool::new(config)),
+    })
+}

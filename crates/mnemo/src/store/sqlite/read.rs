@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::embed::{is_zero, to_blob};
 use crate::error::Result;
 use crate::model::{MemoryRecord, SearchHit};
+use crate::store::Reader;
 use crate::text::{namespace_token, Query};
 
 use super::schema::{busy_slice, open_connection};
@@ -49,6 +50,56 @@ impl ReadPool {
             idle.push(conn);
         }
         out
+    }
+}
+
+impl Reader for ReadPool {
+    fn get(&self, ns: &str, category: &str, key: &str) -> Result<Option<MemoryRecord>> {
+        self.with(|c| get(c, ns, category, key))
+    }
+
+    fn list(&self, ns: &str, category: Option<&str>) -> Result<Vec<MemoryRecord>> {
+        self.with(|c| list(c, ns, category))
+    }
+
+    fn list_page(
+        &self,
+        ns: &str,
+        category: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<MemoryRecord>> {
+        self.with(|c| list_page(c, ns, category, after, limit))
+    }
+
+    fn namespaces(&self) -> Result<Vec<String>> {
+        self.with(namespaces)
+    }
+
+    fn counts(&self) -> Result<(u64, u64)> {
+        self.with(counts)
+    }
+
+    fn search(
+        &self,
+        ns: &str,
+        query: &Query,
+        category: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SearchHit>> {
+        self.with(|c| search(c, ns, query, category, limit))
+    }
+
+    fn vector_search(
+        &self,
+        ns: &str,
+        model_id: &str,
+        q: &[f32],
+        category: Option<&str>,
+        min_similarity: f32,
+        limit: usize,
+    ) -> Result<Vec<(SearchHit, f32)>> {
+        self.with(|c| vector_search(c, ns, model_id, q, category, min_similarity, limit))
     }
 }
 

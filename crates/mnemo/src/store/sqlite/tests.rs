@@ -15,7 +15,7 @@ use crate::embed::{to_blob, Embedder};
 use crate::error::Result;
 use crate::model::OpPayload;
 use crate::model::{StoreOp, WriteOutcome};
-use crate::store::{BatchWriter, ItemResult};
+use crate::store::{BatchWriter, IndexPass, ItemResult};
 use crate::text::Query;
 use std::sync::Arc;
 

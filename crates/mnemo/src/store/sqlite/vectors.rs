@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::model::now_ms;
 use crate::store::{retry_busy, AttemptError};
 
-use super::index::embedding_text;
+use crate::store::embedding_text;
 use super::schema::{classify, meta};
 
 /// The vector table for a model id: `vectors_` + the id with every

@@ -260,12 +260,8 @@ impl SqliteWriter {
         })
     }
 
-    /// Sets the journal whose position later batches record.
-    pub fn set_journal(&mut self, id: Option<String>) {
-        self.journal_id = id;
-    }
-
-    /// The connection (for tests and tools that inspect the database).
+    /// The connection (for tests that inspect the database).
+    #[cfg(test)]
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
@@ -430,6 +426,34 @@ impl BatchWriter for SqliteWriter {
                 AttemptError::RolledBack => "rows keep rolling back the transaction".to_owned(),
             })
         })
+    }
+
+    fn set_journal(&mut self, id: Option<String>) {
+        self.journal_id = id;
+    }
+
+    fn journal_mark(&mut self, journal: &str) -> Result<u64> {
+        journal_mark(&self.conn, journal)
+    }
+
+    fn drop_journal_mark(&mut self, journal: &str) -> Result<()> {
+        drop_journal_mark(&self.conn, journal)
+    }
+
+    fn prune_journal_marks(&mut self, journal_dir: &Path) -> Result<usize> {
+        prune_journal_marks(&self.conn, journal_dir)
+    }
+
+    fn purge_tombstones(&mut self, horizon: u64) -> Result<usize> {
+        purge_tombstones(&self.conn, horizon)
+    }
+
+    fn last_seq(&mut self) -> Result<u64> {
+        super::schema::last_seq(&self.conn)
+    }
+
+    fn max_hlc(&mut self) -> Result<u64> {
+        super::schema::max_hlc(&self.conn)
     }
 }
 
