@@ -532,6 +532,13 @@ impl Query {
         ))
     }
 
+    /// The query's terms: each a phrase of tokens, and whether its last
+    /// token matches as a prefix (what [`Query::fts_expression`] says to
+    /// FTS5, for stores that build their own query from it).
+    pub(crate) fn phrases(&self) -> impl Iterator<Item = (&[String], bool)> + '_ {
+        self.terms.iter().map(|t| (t.tokens.as_slice(), t.prefix))
+    }
+
     /// How many of the query's phrases occur in `haystack` (already
     /// tokenised), with the same rules as [`Query::fts_expression`]: a
     /// prefix phrase's last token matches any token starting with it.

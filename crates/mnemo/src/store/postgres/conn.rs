@@ -62,7 +62,7 @@ impl Failure {
         match self {
             Failure::Local(_) => true,
             Failure::Pg(e) => match e.code() {
-                None => true,
+                None => broken(e),
                 Some(code) => {
                     let c = code.code();
                     c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03")
@@ -99,6 +99,35 @@ impl Failure {
             },
         }
     }
+}
+
+/// Whether a client-side error (one without a SQLSTATE) means the
+/// connection is unusable: closed, an I/O error, a timeout, a garbled
+/// response. Not a value that failed to convert (a bug, not the
+/// connection's fault).
+fn broken(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>().is_some() {
+            return true;
+        }
+        cause = c.source();
+    }
+    // tokio-postgres' kinds without a cause to look at.
+    let text = e.to_string();
+    [
+        "error communicating",
+        "error connecting",
+        "timeout",
+        "unexpected message",
+        "error parsing response",
+        "error performing TLS",
+    ]
+    .iter()
+    .any(|p| text.starts_with(p))
 }
 
 impl std::fmt::Display for Failure {

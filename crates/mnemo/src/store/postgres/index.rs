@@ -14,8 +14,9 @@
 //! time, no work is done twice (the next one sees what the last one
 //! indexed), and a worker that dies mid-chunk loses nothing (its transaction
 //! rolls back and the lock goes with its connection; the rows stay queued).
-//! The chunk's rows are locked `FOR UPDATE` in key order, the writers'
-//! order, so an indexer and a writer never deadlock.
+//! A chunk takes the oldest queued changes (from the queue's partial
+//! index, however large the table) and locks them `FOR UPDATE` in key
+//! order, the writers' order, so an indexer and a writer never deadlock.
 //!
 //! Each row's tsvector is built in Rust (`super::text`), and `tsv` and
 //! `indexed_change` (the change as read under the lock) are written for the
@@ -34,20 +35,26 @@ use super::schema::INDEX_LOCK;
 use super::text::tsvector;
 use super::vectors::{embed_rows, sync_vectors, write_vectors, Embedded, NewVector};
 
-/// The queued rows a chunk takes, in the writers' lock order.
+/// The rows a chunk takes: the oldest queued changes (from the partial
+/// index of the queue, whatever the table's size), locked in the writers'
+/// order, by key.
 const CHUNK: &str = "
-SELECT id, namespace, category, key, value, deleted, change_seq FROM mnemo.memories
-WHERE indexed_change < change_seq
-ORDER BY namespace, category, key
-LIMIT $1
-FOR UPDATE";
+WITH q AS MATERIALIZED (
+    SELECT id FROM mnemo.memories WHERE indexed_change < change_seq
+    ORDER BY change_seq LIMIT $1
+)
+SELECT m.id, m.namespace, m.category, m.key, m.value, m.deleted, m.change_seq
+FROM mnemo.memories m JOIN q ON q.id = m.id
+WHERE m.indexed_change < m.change_seq
+ORDER BY m.namespace, m.category, m.key
+FOR UPDATE OF m";
 
-/// The same rows, read without locks ahead of the chunk to embed them.
+/// The same rows, read without locks ahead of the chunk to embed the live
+/// ones.
 const PEEK: &str = "
-SELECT id, change_seq, category, key, value FROM mnemo.memories
-WHERE indexed_change < change_seq AND NOT deleted
-ORDER BY namespace, category, key
-LIMIT $1";
+SELECT id, change_seq, category, key, value, deleted FROM mnemo.memories
+WHERE indexed_change < change_seq
+ORDER BY change_seq LIMIT $1";
 
 /// Writes a chunk's tsvectors (NULL for forgotten rows) and marks each row
 /// indexed at the change read under the lock.
@@ -69,13 +76,13 @@ const NEXT_PASS: &str =
 /// Moves a model's vectors along with a pass, if they reflected every pass
 /// before it.
 const KEEP_SYNCED: &str = "
-UPDATE mnemo.vector_models SET synced_pass = $2
-WHERE model_id = $1 AND dimension = $3 AND synced_pass = $2 - 1";
+UPDATE mnemo.vector_models SET synced_pass = $2::int8
+WHERE model_id = $1::text AND dimension = $3::int4 AND synced_pass = $2::int8 - 1";
 
 /// The lowest change still queued, and the sequence's last value.
 const POSITION: &str = "
 SELECT (SELECT min(change_seq) FROM mnemo.memories WHERE indexed_change < change_seq),
-       coalesce(pg_sequence_last_value('mnemo.change_seq'), 0)";
+       coalesce((SELECT max(change_seq) FROM mnemo.memories), 0)";
 
 /// How long one statement waits for a lock (the advisory lock, a row a
 /// writer holds) before the attempt is [`AttemptError::Busy`] and
@@ -158,6 +165,9 @@ fn pre_embed(conn: &mut PgConn, e: &dyn Embedder, chunk: usize) -> Result<Embedd
     let rows = conn.query(PEEK, &[&(chunk as i64)])?;
     let mut read = Vec::with_capacity(rows.len());
     for row in &rows {
+        if row.try_get::<_, bool>(5)? {
+            continue;
+        }
         let id: i64 = row.try_get(0)?;
         let change: i64 = row.try_get(1)?;
         let text = embedding_text(row.try_get(2)?, row.try_get(3)?, row.try_get(4)?);
@@ -179,7 +189,10 @@ fn index_chunk(
     // Look before locking: nothing queued is the common case at open.
     let queued = conn.query(POSITION, &[]).map_err(|f| classify(&f))?;
     let empty = match queued.first() {
-        Some(row) => row.try_get::<_, Option<i64>>(0).map_err(|e| classify(&e.into()))?.is_none(),
+        Some(row) => row
+            .try_get::<_, Option<i64>>(0)
+            .map_err(|e| classify(&e.into()))?
+            .is_none(),
         None => true,
     };
     if empty {

@@ -1,15 +1,18 @@
-//! The PostgreSQL store: the same seam as SQLite's ([`BatchWriter`],
-//! [`IndexStore`], [`Reader`]), for a database a fleet of workers on many
-//! machines share. Plain synchronous code over tokio-postgres (see `conn`
+//! The PostgreSQL store: the same seam as SQLite's
+//! ([`BatchWriter`](crate::store::BatchWriter),
+//! [`IndexStore`](crate::store::IndexStore),
+//! [`Reader`](crate::store::Reader)), for a database a fleet of workers on
+//! many machines share. Plain synchronous code over tokio-postgres (see `conn`
 //! for how a synchronous caller drives the async client).
 //!
-//! - `conn`: the runtime thread, [`PgConn`](conn::PgConn) (reconnects on
+//! - `conn`: the runtime thread, `PgConn` (reconnects on
 //!   its next use after a failure), and how server errors are sorted.
 //! - `schema`: the DDL, created under an advisory lock, and the
 //!   plain-words errors of opening.
-//! - `write`: the batch writer: one statement for the whole batch, dead
-//!   letters, journal marks.
-//! - `index`: the indexing queue, the tsvector built in Rust, vectors.
+//! - `write`: the batch writer: its transaction, journal marks.
+//! - `batch`: the one statement a batch is applied with, and the isolation
+//!   of rejected rows as dead letters.
+//! - `index`: the indexing queue, worked in chunks under an advisory lock.
 //! - `vectors`: hybrid retrieval's vectors, kept in step with the index.
 //! - `text`: the tsvector and tsquery literals (one normaliser for both
 //!   stores).
@@ -57,6 +60,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::store::Opened;
 
+mod batch;
 mod conn;
 mod index;
 mod read;
@@ -65,6 +69,8 @@ mod text;
 mod vectors;
 mod write;
 
+#[cfg(test)]
+mod server_tests;
 #[cfg(test)]
 mod tests;
 
@@ -99,7 +105,11 @@ pub(crate) fn open_error(url: &str, e: crate::Error) -> crate::Error {
     match e {
         crate::Error::Postgres(message) => {
             let code = sqlstate(&message);
-            let step = if code.is_some() { Step::Check } else { Step::Connect };
+            let step = if code.is_some() {
+                Step::Check
+            } else {
+                Step::Connect
+            };
             crate::Error::Open {
                 path: std::path::PathBuf::from(redact(url)),
                 reason: schema::explain(&message, code, step),
@@ -114,7 +124,9 @@ pub(crate) fn open_error(url: &str, e: crate::Error) -> crate::Error {
 fn sqlstate(message: &str) -> Option<&str> {
     let at = message.find("(SQLSTATE ")? + "(SQLSTATE ".len();
     let code = message.get(at..at + 5)?;
-    code.bytes().all(|b| b.is_ascii_alphanumeric()).then_some(code)
+    code.bytes()
+        .all(|b| b.is_ascii_alphanumeric())
+        .then_some(code)
 }
 
 /// `url` without its password, for every message: the password of the

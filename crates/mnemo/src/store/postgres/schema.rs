@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS mnemo.memories (
 CREATE INDEX IF NOT EXISTS memories_tsv ON mnemo.memories USING gin (tsv);
 CREATE INDEX IF NOT EXISTS memories_queue ON mnemo.memories (change_seq)
     WHERE indexed_change < change_seq;
+CREATE INDEX IF NOT EXISTS memories_by_change ON mnemo.memories (change_seq);
 CREATE TABLE IF NOT EXISTS mnemo.dead_letters (
     id        bigserial PRIMARY KEY,
     namespace text COLLATE "C" NOT NULL,
@@ -87,10 +88,7 @@ ON CONFLICT (name) DO NOTHING;
 /// opening a database whose schema is in place needs no `CREATE`
 /// privilege, only `USAGE` on the schema.
 fn installed_version(conn: &mut PgConn) -> Result<Option<i64>, Failure> {
-    let rows = conn.query(
-        "SELECT to_regclass('mnemo.meta') IS NOT NULL",
-        &[],
-    )?;
+    let rows = conn.query("SELECT to_regclass('mnemo.meta') IS NOT NULL", &[])?;
     let present: bool = match rows.first() {
         Some(row) => row.try_get(0)?,
         None => false,
@@ -170,6 +168,16 @@ pub(super) fn explain(message: &str, code: Option<&str>, step: Step) -> String {
             format!("cannot connect: {message}")
         }
         Some(c) if c.starts_with("53") => format!("the server is out of resources: {message}"),
+        None if message.contains("password missing") => format!(
+            "authentication failed (the server asks for a password and the URL has none): {message}"
+        ),
+        None if message.starts_with("authentication error") => {
+            format!("authentication failed: {message}")
+        }
+        None if message.contains("TLS") => format!(
+            "cannot connect: {message} (mnemo connects without TLS: use a Unix socket, a \
+             trusted network or a TLS tunnel, with sslmode=prefer or disable)"
+        ),
         None if step == Step::Connect => format!("cannot connect: {message}"),
         None => format!("the connection failed: {message}"),
         Some(_) => format!("the server failed: {message}"),

@@ -5,10 +5,11 @@
 
 use std::sync::Arc;
 
+use super::batch::groups;
 use super::conn::{classify, parse_url, Failure};
 use super::schema::{explain, Step};
 use super::text::{phrases, quote, tsquery, tsvector};
-use super::write::{groups, machine_tag};
+use super::write::machine_tag;
 use super::{open_error, redact, sqlstate};
 use crate::model::{OpPayload, StoreOp};
 use crate::store::AttemptError;
@@ -21,7 +22,10 @@ fn redact_drops_every_password() {
             "postgres://agent:s3cret-pw@127.0.0.1:1/agents?connect_timeout=2",
             "postgres://agent@127.0.0.1:1/agents?connect_timeout=2",
         ),
-        ("postgresql://agent@db/agents", "postgresql://agent@db/agents"),
+        (
+            "postgresql://agent@db/agents",
+            "postgresql://agent@db/agents",
+        ),
         (
             "postgres://u:p%40ss@%2Ftmp%2Fpg:5433/db",
             "postgres://u@%2Ftmp%2Fpg:5433/db",
@@ -51,7 +55,10 @@ fn urls_parse_with_unix_sockets_and_safe_defaults() {
     assert_eq!(c.get_application_name(), Some("mnemo"));
     assert!(c.get_connect_timeout().is_some());
     let c = parse_url("postgres://u@localhost/db?host=/run/pg&connect_timeout=2").unwrap();
-    assert_eq!(c.get_connect_timeout(), Some(&std::time::Duration::from_secs(2)));
+    assert_eq!(
+        c.get_connect_timeout(),
+        Some(&std::time::Duration::from_secs(2))
+    );
     let c = parse_url("postgres:///db").unwrap();
     assert_eq!(c.get_hosts().len(), 1, "no host: the local socket");
     assert!(parse_url("postgres://u@h/db?nonsense=1").is_err());
@@ -108,7 +115,10 @@ fn the_tsquery_has_the_fts5_expressions_phrases_and_prefix() {
         tsquery(&q).unwrap(),
         "('favorite' <-> 'food') | ('sister') | ('name':*)"
     );
-    assert_eq!(tsquery(&Query::parse("海鲜过敏")).unwrap(), "('海' <-> '鲜') | ('鲜' <-> '过') | ('过' <-> '敏')");
+    assert_eq!(
+        tsquery(&Query::parse("海鲜过敏")).unwrap(),
+        "('海' <-> '鲜') | ('鲜' <-> '过') | ('过' <-> '敏')"
+    );
     assert_eq!(tsquery(&Query::parse("?! --")), None);
     // A term with a token PostgreSQL cannot hold is dropped.
     let q = Query::parse(&format!("tea {}", "y".repeat(3000)));
@@ -167,10 +177,21 @@ fn errors_are_sorted_and_explained() {
     );
     let text = e.to_string();
     assert!(matches!(e, crate::Error::Open { .. }), "{e:?}");
-    assert!(text.contains("permission") && !text.contains("pw"), "{text}");
-    let reason = explain("permission denied for database db", Some("42501"), Step::Create);
+    assert!(
+        text.contains("permission") && !text.contains("pw"),
+        "{text}"
+    );
+    let reason = explain(
+        "permission denied for database db",
+        Some("42501"),
+        Step::Create,
+    );
     assert!(reason.contains("grant CREATE on the database"), "{reason}");
-    let reason = explain("password authentication failed", Some("28P01"), Step::Connect);
+    let reason = explain(
+        "password authentication failed",
+        Some("28P01"),
+        Step::Connect,
+    );
     assert!(reason.starts_with("authentication failed"), "{reason}");
     let reason = explain("error connecting to server", None, Step::Connect);
     assert!(reason.starts_with("cannot connect"), "{reason}");

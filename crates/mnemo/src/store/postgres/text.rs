@@ -18,7 +18,9 @@
 //! - a lexeme keeps at most 256 positions (the first 256 here);
 //! - a lexeme is at most 2046 bytes: longer tokens are left out of the
 //!   tsvector (their position is kept, so phrases around them stay
-//!   honest), and a query term holding one is dropped (it cannot match).
+//!   honest), and a query term holding one is dropped (it cannot match);
+//! - a tsvector holds at most 1 MiB of distinct lexemes: new words past
+//!   [`MAX_LEXEME_BYTES`] are left out (a value of many megabytes).
 
 use std::collections::BTreeMap;
 
@@ -32,6 +34,11 @@ pub(super) const MAX_POSITION: u32 = 16383;
 
 /// Positions held per lexeme.
 pub(super) const MAX_POSITIONS_PER_LEXEME: usize = 256;
+
+/// The most bytes of distinct lexemes a tsvector may hold (PostgreSQL's
+/// limit is 1 MiB); words past it are left out. Only a value far beyond
+/// the default `max_value_bytes` gets near it.
+pub(super) const MAX_LEXEME_BYTES: usize = 1_000_000;
 
 /// Unused positions between two fields.
 pub(super) const FIELD_GAP: u32 = 8;
@@ -56,6 +63,7 @@ pub(super) fn quote(s: &str) -> String {
 /// tokens at their positions, weighted A, B and D.
 pub(super) fn tsvector(key: &str, category: &str, value: &str) -> String {
     let mut lexemes: BTreeMap<String, Vec<(u32, &'static str)>> = BTreeMap::new();
+    let mut lexeme_bytes = 0usize;
     let mut position = 1u32;
     for (text, weight) in [(key, "A"), (category, "B"), (value, "")] {
         for token in tokens(text) {
@@ -63,6 +71,12 @@ pub(super) fn tsvector(key: &str, category: &str, value: &str) -> String {
             position = position.saturating_add(1);
             if token.len() > MAX_LEXEME {
                 continue;
+            }
+            if !lexemes.contains_key(&token) {
+                if lexeme_bytes + token.len() > MAX_LEXEME_BYTES {
+                    continue;
+                }
+                lexeme_bytes += token.len();
             }
             let positions = lexemes.entry(token).or_default();
             // Positions only grow; once clamped, one entry stands for all.
@@ -116,38 +130,10 @@ pub(super) fn tsquery(query: &Query) -> Option<String> {
 }
 
 /// The query's terms: each a phrase of tokens and whether its last token
-/// is a prefix. Read back from [`Query::fts_expression`], whose form is
-/// fixed (`{key category value} : ("a b" OR "c"*)`) and whose tokens hold
-/// only letters, digits and marks (never a quote, a space or an
-/// upper-case ASCII letter), so the reading is exact.
+/// is a prefix (see [`Query::phrases`]).
 pub(super) fn phrases(query: &Query) -> Vec<(Vec<String>, bool)> {
-    let Some(expr) = query.fts_expression() else {
-        return Vec::new();
-    };
-    let Some(body) = expr
-        .strip_prefix("{key category value} : (")
-        .and_then(|b| b.strip_suffix(')'))
-    else {
-        tracing::error!(%expr, "unexpected FTS expression; searching nothing");
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let mut rest = body;
-    while let Some(after_quote) = rest.strip_prefix('"') {
-        let Some(end) = after_quote.find('"') else {
-            break;
-        };
-        let phrase = &after_quote[..end];
-        let mut tail = &after_quote[end + 1..];
-        let prefix = match tail.strip_prefix('*') {
-            Some(t) => {
-                tail = t;
-                true
-            }
-            None => false,
-        };
-        out.push((phrase.split(' ').map(str::to_owned).collect(), prefix));
-        rest = tail.strip_prefix(" OR ").unwrap_or(tail);
-    }
-    out
+    query
+        .phrases()
+        .map(|(tokens, prefix)| (tokens.to_vec(), prefix))
+        .collect()
 }

@@ -44,7 +44,10 @@ impl Embedded {
 
     /// The vector of memory `id`, if it was embedded at `change`.
     pub fn get(&self, id: i64, change: i64) -> Option<&Vec<f32>> {
-        self.0.get(&id).filter(|(c, _)| *c == change).map(|(_, v)| v)
+        self.0
+            .get(&id)
+            .filter(|(c, _)| *c == change)
+            .map(|(_, v)| v)
     }
 }
 
@@ -213,9 +216,12 @@ pub(super) fn sync_vectors(
         .map_err(not_indexed)?;
     let state = match rows.first() {
         Some(row) => (
-            row.try_get::<_, Option<i32>>(0).map_err(|e| not_indexed(e.into()))?,
-            row.try_get::<_, Option<i64>>(1).map_err(|e| not_indexed(e.into()))?,
-            row.try_get::<_, i64>(2).map_err(|e| not_indexed(e.into()))?,
+            row.try_get::<_, Option<i32>>(0)
+                .map_err(|e| not_indexed(e.into()))?,
+            row.try_get::<_, Option<i64>>(1)
+                .map_err(|e| not_indexed(e.into()))?,
+            row.try_get::<_, i64>(2)
+                .map_err(|e| not_indexed(e.into()))?,
         ),
         None => (None, None, 0),
     };

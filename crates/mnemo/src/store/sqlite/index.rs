@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use crate::config::Config;
 use crate::embed::Embedder;
 use crate::error::Result;
 use crate::store::{embedding_text, retry_busy, AttemptError, IndexPass, IndexStore};
-use crate::config::Config;
 use crate::text::{namespace_token, normalize};
 
 use super::schema::{busy_slice, classify, meta, open_connection, set_meta};

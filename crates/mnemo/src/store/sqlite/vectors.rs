@@ -10,8 +10,8 @@ use crate::error::Result;
 use crate::model::now_ms;
 use crate::store::{retry_busy, AttemptError};
 
-use crate::store::embedding_text;
 use super::schema::{classify, meta};
+use crate::store::embedding_text;
 
 /// The vector table for a model id: `vectors_` + the id with every
 /// character outside `[a-z0-9]` as `_`, + an FNV hash of the exact id (so
