@@ -12,6 +12,8 @@
 //! through stdio next to an awaited save:
 //! `cargo test --release --test mcp -- --ignored --nocapture`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -1352,4 +1354,42 @@ fn a_stalled_database_is_said_in_the_answer_and_loses_nothing() {
         }
         memory.shutdown_blocking().expect("shutdown");
     });
+}
+
+/// `mnemo --db postgres://… mcp`: the same tools on a PostgreSQL database
+/// (a fresh one on the server the tests start), and a second server process
+/// (another worker) recalls what the first stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_runs_on_postgres_and_another_worker_recalls_it() {
+    let t = common::Target::new(common::Store::Postgres);
+    let url = t.location();
+    let state = t.dir.path().to_string_lossy().into_owned();
+    let start = |ns: &'static str| {
+        let mut child = spawn_server_with(&url, ns, &[("XDG_STATE_HOME", state.as_str())]);
+        async move {
+            let stdin = child.stdin.take().expect("child stdin");
+            let stdout = child.stdout.take().expect("child stdout");
+            let client = ().serve((stdout, stdin)).await.expect("MCP initialize handshake");
+            Server { child, client }
+        }
+    };
+    let first = start("caller-7").await;
+    first
+        .store("facts", "city", "Lives in Lahore near the old walls")
+        .await;
+    // Read-your-writes before any commit, on this worker.
+    assert_eq!(first.recall("lahore").await.len(), 1);
+    assert!(first.close().await.success());
+    let second = start("caller-7").await;
+    let found = second.recall("lahore walls").await;
+    assert_eq!(
+        found,
+        vec![(
+            "city".to_owned(),
+            "Lives in Lahore near the old walls".to_owned()
+        )]
+    );
+    assert!(second.close().await.success());
+    // The journal went under $XDG_STATE_HOME, never beside a "file".
+    assert!(t.dir.path().join("mnemo/journals").is_dir());
 }

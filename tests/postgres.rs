@@ -441,3 +441,110 @@ fn two_workers_share_the_indexing() -> Result<()> {
     b.shutdown_blocking()?;
     Ok(())
 }
+
+/// The command line on PostgreSQL: `--db` takes the URL, `--journal-dir`
+/// the journal's folder, and nothing it prints holds the password.
+#[test]
+fn the_command_line_takes_a_postgres_url() {
+    let t = Target::new(Store::Postgres);
+    let url = t.location();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mnemo"))
+            .arg("--db")
+            .arg(&url)
+            .arg("--journal-dir")
+            .arg(t.journal_dir())
+            .args(["--namespace", "u1"])
+            .args(args)
+            .output()
+            .expect("run mnemo");
+        assert!(
+            out.status.success(),
+            "mnemo {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("UTF-8")
+    };
+    run(&["save", "facts", "city", "Lives in Lahore"]);
+    assert!(run(&["get", "facts", "city"]).contains("Lives in Lahore"));
+    assert!(run(&["search", "lahore"]).contains("city"));
+    let stats: serde_json::Value = serde_json::from_str(&run(&["--json", "stats"])).expect("JSON");
+    assert_eq!(stats["memories"], 1, "{stats}");
+    assert_eq!(
+        stats["journal_dir"]["path"].as_str(),
+        Some(t.journal_dir().to_str().unwrap())
+    );
+    run(&["forget", "facts", "city"]);
+    assert_eq!(
+        t.query_i64("SELECT count(*) FROM memories WHERE NOT deleted"),
+        0
+    );
+    // A password in the URL never shows: not even when the open fails.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mnemo"))
+        .args([
+            "--db",
+            "postgres://agent:hunter2-secret@127.0.0.1:1/x?connect_timeout=2",
+            "--journal-dir",
+        ])
+        .arg(t.journal_dir())
+        .args(["get", "facts", "city"])
+        .output()
+        .expect("run mnemo");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("127.0.0.1"), "{stderr}");
+    assert!(!stderr.contains("hunter2-secret"), "{stderr}");
+}
+
+/// Hybrid retrieval on PostgreSQL: the vectors live in the database too,
+/// and find what lexical matching cannot (a misspelt word); a lexical
+/// worker's rows get their vectors when a hybrid worker indexes.
+#[test]
+fn hybrid_retrieval_keeps_its_vectors_in_postgres() -> Result<()> {
+    let t = Target::new(Store::Postgres);
+    // A lexical worker indexes first: no vectors.
+    let lexical = Memory::open(quick(&t))?;
+    lexical
+        .save(SaveRequest::new(
+            "u",
+            "food",
+            "favourite",
+            "loves tomatoes in every salad",
+        ))?
+        .wait_indexed()?;
+    assert!(
+        lexical.search("u", "tomatos", None, 5)?.is_empty(),
+        "a typo is no word"
+    );
+    lexical.shutdown_blocking()?;
+    assert_eq!(t.query_i64("SELECT count(*) FROM vectors"), 0);
+    let hybrid = Memory::open(Config {
+        retrieval: mnemo::Retrieval::Hybrid,
+        ..quick(&t)
+    })?;
+    hybrid
+        .save(SaveRequest::new(
+            "u",
+            "pets",
+            "cat",
+            "has a ginger cat called Biryani",
+        ))?
+        .wait_indexed()?;
+    assert_eq!(
+        t.query_i64("SELECT count(*) FROM vectors"),
+        2,
+        "both rows have vectors"
+    );
+    let hits = hybrid.search("u", "tomatos salads", None, 5)?;
+    assert_eq!(
+        hits.first().map(|h| h.record.key.as_str()),
+        Some("favourite")
+    );
+    hybrid.forget("u", "pets", "cat")?.wait_indexed()?;
+    assert_eq!(
+        t.query_i64("SELECT count(*) FROM vectors"),
+        1,
+        "a forgotten row loses its vector"
+    );
+    hybrid.shutdown_blocking()
+}
