@@ -212,6 +212,28 @@ pub(crate) trait Reader: Send + Sync {
     ) -> Result<Vec<(SearchHit, f32)>>;
 }
 
+/// Where a keyset page starts: the (category, key) bound that rows must
+/// sort after, for a page of one `category` (or all) after the cursor
+/// `after`. `None` when no row can follow (the cursor is past the
+/// category). Categories and keys are never empty, so "" sorts before
+/// every row. Both stores' `list_page` read from it.
+pub(crate) fn page_bound<'a>(
+    category: Option<&'a str>,
+    after: Option<(&'a str, &'a str)>,
+) -> Option<(&'a str, &'a str)> {
+    match category {
+        Some(c) => match after {
+            None => Some((c, "")),
+            Some((ac, ak)) => match ac.cmp(c) {
+                std::cmp::Ordering::Less => Some((c, "")),
+                std::cmp::Ordering::Equal => Some((c, ak)),
+                std::cmp::Ordering::Greater => None,
+            },
+        },
+        None => Some(after.unwrap_or(("", ""))),
+    }
+}
+
 /// The text a memory is embedded from: what the full-text index holds
 /// (key, category, value), read as one text. Both stores embed this.
 pub(crate) fn embedding_text(category: &str, key: &str, value: &str) -> String {

@@ -41,7 +41,8 @@ ON CONFLICT (namespace, category, key) DO UPDATE SET
     updated_at = excluded.updated_at,
     created_at = CASE WHEN m.deleted THEN excluded.created_at ELSE m.created_at END,
     deleted = excluded.deleted,
-    hlc = excluded.hlc
+    hlc = excluded.hlc,
+    tsv = NULL
 WHERE excluded.hlc >= m.hlc
   AND CASE WHEN excluded.deleted THEN NOT m.deleted
            ELSE m.deleted

@@ -79,10 +79,10 @@ const KEEP_SYNCED: &str = "
 UPDATE mnemo.vector_models SET synced_pass = $2::int8
 WHERE model_id = $1::text AND dimension = $3::int4 AND synced_pass = $2::int8 - 1";
 
-/// The lowest change still queued, and the sequence's last value.
+/// The lowest change still queued, and the last change committed.
 const POSITION: &str = "
 SELECT (SELECT min(change_seq) FROM mnemo.memories WHERE indexed_change < change_seq),
-       coalesce((SELECT max(change_seq) FROM mnemo.memories), 0)";
+       (SELECT value FROM mnemo.meta WHERE name = 'last_change')";
 
 /// How long one statement waits for a lock (the advisory lock, a row a
 /// writer holds) before the attempt is [`AttemptError::Busy`] and

@@ -10,7 +10,7 @@ use tokio_postgres::Row;
 use crate::embed::{cosine, is_zero};
 use crate::error::Result;
 use crate::model::{MemoryRecord, SearchHit};
-use crate::store::Reader;
+use crate::store::{page_bound, Reader};
 use crate::text::Query;
 
 use super::conn::{pg_error, Failure, PgConn};
@@ -168,23 +168,13 @@ impl Reader for PgReader {
         limit: usize,
     ) -> Result<Vec<MemoryRecord>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        // Categories and keys are never empty, so "" sorts before every row.
-        let (sql, bound_category, bound_key) = match category {
-            Some(c) => {
-                let key = match after {
-                    None => "",
-                    Some((ac, ak)) => match ac.cmp(c) {
-                        std::cmp::Ordering::Less => "",
-                        std::cmp::Ordering::Equal => ak,
-                        std::cmp::Ordering::Greater => return Ok(Vec::new()),
-                    },
-                };
-                (PAGE_CATEGORY, c, key)
-            }
-            None => {
-                let (ac, ak) = after.unwrap_or(("", ""));
-                (PAGE, ac, ak)
-            }
+        let Some((bound_category, bound_key)) = page_bound(category, after) else {
+            return Ok(Vec::new());
+        };
+        let sql = if category.is_some() {
+            PAGE_CATEGORY
+        } else {
+            PAGE
         };
         self.with(|c| {
             let rows = c.query(sql, &[&ns, &bound_category, &bound_key, &limit])?;

@@ -49,7 +49,6 @@ CREATE TABLE IF NOT EXISTS mnemo.memories (
 CREATE INDEX IF NOT EXISTS memories_tsv ON mnemo.memories USING gin (tsv);
 CREATE INDEX IF NOT EXISTS memories_queue ON mnemo.memories (change_seq)
     WHERE indexed_change < change_seq;
-CREATE INDEX IF NOT EXISTS memories_by_change ON mnemo.memories (change_seq);
 CREATE TABLE IF NOT EXISTS mnemo.dead_letters (
     id        bigserial PRIMARY KEY,
     namespace text COLLATE "C" NOT NULL,
@@ -80,7 +79,7 @@ CREATE TABLE IF NOT EXISTS mnemo.vectors (
 );
 CREATE INDEX IF NOT EXISTS vectors_by_namespace ON mnemo.vectors (model_id, namespace);
 INSERT INTO mnemo.meta (name, value)
-VALUES ('last_seq', 0), ('max_hlc', 0), ('index_pass', 0)
+VALUES ('last_change', 0), ('last_seq', 0), ('max_hlc', 0), ('index_pass', 0)
 ON CONFLICT (name) DO NOTHING;
 "#;
 

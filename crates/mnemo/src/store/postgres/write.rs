@@ -40,8 +40,8 @@ use super::conn::{classify, Failure, PgConn};
 use super::schema::meta;
 
 /// The end of a batch, pipelined with `COMMIT`: the journal's mark (when
-/// `$1` is set), then `last_seq` and `max_hlc` raised, their rows locked in
-/// name order.
+/// `$1` is set), then `last_change`, `last_seq` and `max_hlc` raised, their
+/// rows locked in name order.
 pub(super) const FINISH: &str = "
 WITH j AS (
     INSERT INTO mnemo.journal_marks (journal, seq)
@@ -49,10 +49,13 @@ WITH j AS (
     ON CONFLICT (journal) DO UPDATE
         SET seq = GREATEST(mnemo.journal_marks.seq, excluded.seq)
 ), l AS (
-    SELECT name FROM mnemo.meta WHERE name IN ('last_seq', 'max_hlc') ORDER BY name FOR UPDATE
+    SELECT name FROM mnemo.meta WHERE name IN ('last_change', 'last_seq', 'max_hlc')
+    ORDER BY name FOR UPDATE
 )
 UPDATE mnemo.meta m
-SET value = GREATEST(m.value, CASE m.name WHEN 'last_seq' THEN $2::int8 ELSE $3::int8 END)
+SET value = GREATEST(m.value, CASE m.name WHEN 'last_seq' THEN $2::int8
+                                          WHEN 'max_hlc' THEN $3::int8
+                                          ELSE $4::int8 END)
 FROM l WHERE m.name = l.name";
 
 /// The PostgreSQL batch writer: the writer thread's connection.
@@ -130,9 +133,11 @@ impl PgWriter {
         let journal = self.journal.clone();
         let max_seq = ops.iter().map(|o| o.seq as i64).max().unwrap_or(0);
         let max_hlc = ops.iter().map(|o| o.hlc as i64).max().unwrap_or(0);
-        let finished =
-            self.conn
-                .pipelined_query_last(FINISH, &[&journal, &max_seq, &max_hlc], "COMMIT");
+        let finished = self.conn.pipelined_query_last(
+            FINISH,
+            &[&journal, &max_seq, &max_hlc, &last_change],
+            "COMMIT",
+        );
         self.open_tx = false;
         finished.map_err(|f| {
             self.conn.rollback();

@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::embed::{is_zero, to_blob};
 use crate::error::Result;
 use crate::model::{MemoryRecord, SearchHit};
-use crate::store::Reader;
+use crate::store::{page_bound, Reader};
 use crate::text::{namespace_token, Query};
 
 use super::schema::{busy_slice, open_connection};
@@ -179,23 +179,8 @@ pub(crate) fn list_page(
     limit: usize,
 ) -> Result<Vec<MemoryRecord>> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    // Categories and keys are never empty, so "" sorts before every row.
-    let (category, bound_category, bound_key) = match category {
-        Some(c) => {
-            let key = match after {
-                None => "",
-                Some((ac, ak)) => match ac.cmp(c) {
-                    std::cmp::Ordering::Less => "",
-                    std::cmp::Ordering::Equal => ak,
-                    std::cmp::Ordering::Greater => return Ok(Vec::new()),
-                },
-            };
-            (Some(c), c, key)
-        }
-        None => {
-            let (ac, ak) = after.unwrap_or(("", ""));
-            (None, ac, ak)
-        }
+    let Some((bound_category, bound_key)) = page_bound(category, after) else {
+        return Ok(Vec::new());
     };
     let mut st = conn.prepare_cached(&list_page_sql(category.is_some()))?;
     let rows = st.query_map(params![ns, bound_category, bound_key, limit], record)?;
