@@ -999,6 +999,18 @@ fn bench_quick_reports_a_table_and_json() {
         );
     }
     assert!(report["ratio"].as_f64() > Some(0.0), "{report}");
+    // The headline figures, as top-level keys.
+    for key in [
+        "save_p50_us",
+        "save_p99_us",
+        "burst_ratio",
+        "floor_ratio_durable",
+        "search_p99_ms",
+    ] {
+        assert!(report[key].as_f64() > Some(0.0), "{key}: {report}");
+    }
+    assert!(report["index_lag_p99_ms"].as_f64() >= Some(0.0), "{report}");
+    assert_eq!(report["burst_ratio"], report["ratio"], "{report}");
     assert!(
         report["save_call_journal_off"]["p50_us"].as_f64() > Some(0.0),
         "{report}"
@@ -1019,7 +1031,9 @@ fn bench_quick_reports_a_table_and_json() {
     .stdout(predicate::str::contains("journal on (default)"))
     .stdout(predicate::str::contains("batcher (median of 3)"))
     .stdout(predicate::str::contains("each save awaited"))
-    .stdout(predicate::str::contains("ratio"));
+    .stdout(predicate::str::contains("batcher / each save awaited"))
+    .stdout(predicate::str::contains("batcher / the raw batch"))
+    .stdout(predicate::str::contains("search p99"));
     fails(&db.path, &["bench", "--n", "0"], "--n must be at least 1");
 }
 

@@ -9,6 +9,16 @@
 //!    awaiting its own transaction and indexing step (`synchronous=FULL` in
 //!    both), timed once over all N saves.
 //!
+//! 3. The same burst's floor: the engine's own batch writer applying the N
+//!    saves in one transaction with no actors, journal or index
+//!    (`floor_ratio_durable` = batcher throughput over it).
+//! 4. Search p99 over what the save-call runs left (up to 50,000 memories
+//!    in one namespace), and the engine's index lag p99 after the bursts.
+//!
+//! `--json` gives every figure, with the headline ones as top-level keys:
+//! `save_p50_us`, `save_p99_us`, `burst_ratio`, `floor_ratio_durable`,
+//! `search_p99_ms`, `index_lag_p99_ms`.
+//!
 //! The criterion benchmarks under `benches/` measure the same things with
 //! more care; this is the quick look a user runs on their own disk.
 
@@ -17,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use mnemo::baseline::AwaitedStore;
+use mnemo::baseline::{raw_batch, AwaitedStore};
 use mnemo::{Config, Memory, SaveRequest, Synchronous};
 use serde::Serialize;
 
@@ -59,6 +69,18 @@ struct Side {
 
 #[derive(Debug, Serialize)]
 struct Report {
+    /// `save` p50 with the journal on, µs.
+    save_p50_us: f64,
+    /// `save` p99 with the journal on, µs.
+    save_p99_us: f64,
+    /// Batcher burst throughput over awaited-each throughput.
+    burst_ratio: f64,
+    /// Batcher burst throughput over the raw one-transaction batch's.
+    floor_ratio_durable: f64,
+    /// Search p99, ms, over `search_memories` memories.
+    search_p99_ms: f64,
+    /// The engine's commit-to-indexed lag p99 over the bursts, ms.
+    index_lag_p99_ms: f64,
     cpus: usize,
     dir: PathBuf,
     save_call_journal_on: Percentiles,
@@ -68,8 +90,13 @@ struct Report {
     batcher_rounds: u32,
     batcher: Side,
     awaited_each: Side,
+    /// The raw one-transaction batch (median of the rounds).
+    floor: Side,
     /// Batcher throughput over awaited-each throughput.
     ratio: f64,
+    /// Memories in the searched namespace, and searches timed.
+    search_memories: u64,
+    searches: u64,
 }
 
 fn side(n: u64, took: Duration) -> Side {
@@ -131,6 +158,25 @@ fn save_call(memory: &Memory, calls: u64, bar: &ProgressBar) -> Result<Percentil
     })
 }
 
+/// p99 of `searches` searches (a rotation of typical queries: a word in
+/// every memory, a rare number, a phrase), in ms.
+fn search_p99(memory: &Memory, searches: u64) -> Result<f64> {
+    let mut lat = Vec::with_capacity(searches as usize);
+    for i in 0..searches {
+        let q = match i % 3 {
+            0 => "fact".to_owned(),
+            1 => format!("number {}", i * 37 % 50_000),
+            _ => "the user mentioned".to_owned(),
+        };
+        let t = Instant::now();
+        memory.search("bench", &q, None, 10)?;
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    let at = ((lat.len().saturating_sub(1)) as f64 * 0.99) as usize;
+    Ok(lat.get(at).map_or(0.0, |d| d.as_secs_f64() * 1e3))
+}
+
 /// One burst through the batcher: N saves, flush, every receipt durable.
 fn batcher_burst(memory: &Memory, n: u64, round: u64) -> Result<Duration> {
     let requests: Vec<SaveRequest> = (0..n).map(|i| request(i, round)).collect();
@@ -171,7 +217,7 @@ pub(crate) fn run(args: &Args, json: bool) -> Result<()> {
     .context("creating a scratch folder")?;
     let dir = scratch.path();
 
-    let total = 2 * calls + u64::from(rounds) * n + n;
+    let total = 2 * calls + 2 * u64::from(rounds) * n + n;
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template("{spinner} {msg:<36} [{bar:30}] {percent:>3}% {elapsed}")
@@ -189,9 +235,24 @@ pub(crate) fn run(args: &Args, json: bool) -> Result<()> {
         times.push(batcher_burst(&memory, n, round)?);
         bar.inc(n);
     }
+    let index_lag_p99_ms = memory.stats().index_lag_ms.p99;
+    bar.set_message("search");
+    let searches: u64 = if args.quick { 100 } else { 500 };
+    let search_memories = calls.min(50_000);
+    let search_p99_ms = search_p99(&memory, searches)?;
     memory.shutdown_blocking()?;
     times.sort();
     let batcher_time = times[times.len() / 2];
+
+    bar.set_message(format!("burst of {n}, the raw batch"));
+    let mut floors = Vec::with_capacity(rounds as usize);
+    for round in 1..=u64::from(rounds) {
+        let requests = (0..n).map(|i| request(i, round)).collect();
+        floors.push(raw_batch(&dir.join("floor.db"), requests)?);
+        bar.inc(n);
+    }
+    floors.sort();
+    let floor_time = floors[floors.len() / 2];
 
     bar.set_message("save call, journal off");
     let memory = engine(dir, "off.db", false)?;
@@ -213,7 +274,17 @@ pub(crate) fn run(args: &Args, json: bool) -> Result<()> {
 
     let batcher = side(n, batcher_time);
     let awaited_each = side(n, awaited_time);
+    let floor = side(n, floor_time);
     let report = Report {
+        save_p50_us: on.p50_us,
+        save_p99_us: on.p99_us,
+        burst_ratio: batcher.saves_per_sec / awaited_each.saves_per_sec.max(1e-9),
+        floor_ratio_durable: batcher.saves_per_sec / floor.saves_per_sec.max(1e-9),
+        search_p99_ms,
+        index_lag_p99_ms,
+        floor,
+        search_memories,
+        searches,
         cpus: std::thread::available_parallelism().map_or(1, |c| c.get()),
         dir: dir.to_owned(),
         save_call_journal_on: on,
@@ -284,5 +355,24 @@ fn print_table(r: &Report) {
         secs(r.awaited_each.seconds),
         r.awaited_each.saves_per_sec
     );
-    println!("  {:<36} {:>10.0}×", "ratio", r.ratio);
+    println!(
+        "  {:<36} {:>10} {:>10.0} /s",
+        "the raw batch (one transaction, no engine)",
+        secs(r.floor.seconds),
+        r.floor.saves_per_sec
+    );
+    println!("  {:<36} {:>10.0}×", "batcher / each save awaited", r.ratio);
+    println!(
+        "  {:<36} {:>10.2}×",
+        "batcher / the raw batch", r.floor_ratio_durable
+    );
+    println!();
+    println!(
+        "search p99 over {} memories ({} searches): {:.2} ms",
+        r.search_memories, r.searches, r.search_p99_ms
+    );
+    println!(
+        "index lag p99 (commit to indexed) over the bursts: {:.1} ms",
+        r.index_lag_p99_ms
+    );
 }

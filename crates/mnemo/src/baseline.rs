@@ -68,6 +68,36 @@ impl AwaitedStore {
     }
 }
 
+/// The floor under the batcher: the engine's own batch writer applying
+/// `requests` as one batch — one transaction of upserts, the same schema,
+/// pragmas and statement — with no actors, journal, overlay or indexing.
+/// What a hand-written loop of upserts in one transaction costs, until it
+/// is durable. Returns the time from the first request to the commit.
+pub fn raw_batch(path: &Path, requests: Vec<SaveRequest>) -> Result<Duration> {
+    let config = Config {
+        synchronous: Synchronous::Full,
+        ..Config::new(path)
+    };
+    let mut writer = SqliteWriter::open(&config)?;
+    let start = std::time::Instant::now();
+    let at = crate::clock::from_ms(crate::model::now_ms());
+    let ops = requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            Ok(StoreOp {
+                seq: i as u64 + 1,
+                hlc: at + i as u64,
+                payload: Arc::new(payload_for_save(r, &config)?),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    writer
+        .write_batch(&ops)
+        .map_err(|fault| Error::WriteFailed { reason: fault.0 })?;
+    Ok(start.elapsed())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +112,21 @@ mod tests {
         let conn = Connection::open(&path)?;
         let (w, last) = crate::store::sqlite::index_position(&conn)?;
         assert_eq!((w, last), (1, 1));
+        Ok(())
+    }
+
+    #[test]
+    fn the_raw_batch_commits_every_row() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("raw.db");
+        let requests = (0..50)
+            .map(|i| SaveRequest::new("n", "c", format!("k{i}"), "v"))
+            .collect();
+        raw_batch(&path, requests)?;
+        let rows: i64 =
+            Connection::open(&path)?
+                .query_row("SELECT count(*) FROM memories", [], |r| r.get(0))?;
+        assert_eq!(rows, 50);
         Ok(())
     }
 }
