@@ -303,6 +303,11 @@ pub(super) struct PgConn {
     config: Arc<tokio_postgres::Config>,
     client: Option<Client>,
     statements: std::collections::HashMap<&'static str, Statement>,
+    /// A transaction is open on `client`: if the connection is lost now,
+    /// the transaction is gone with it, and the next statement must fail
+    /// rather than run on a new connection outside any transaction (where a
+    /// `COMMIT` is only a warning, and the batch would look committed).
+    in_tx: bool,
 }
 
 impl PgConn {
@@ -319,6 +324,7 @@ impl PgConn {
             config: config.clone(),
             client: None,
             statements: std::collections::HashMap::new(),
+            in_tx: false,
         }
     }
 
@@ -326,6 +332,13 @@ impl PgConn {
     pub fn client(&mut self) -> Result<&Client, Failure> {
         if self.client.as_ref().is_some_and(Client::is_closed) {
             self.reset();
+        }
+        if self.client.is_none() && self.in_tx {
+            // Never reconnect in the middle of a transaction.
+            self.in_tx = false;
+            return Err(Failure::Local(
+                "the connection was lost inside a transaction; nothing of it was committed".into(),
+            ));
         }
         let client = match self.client.take() {
             Some(c) => c,
@@ -381,10 +394,35 @@ impl PgConn {
         self.note(n)
     }
 
+    /// Notes the transaction control at the head of statements about to be
+    /// sent: a `BEGIN` may connect anew (nothing is open yet), and opens a
+    /// transaction that no reconnection may cross.
+    fn begins(&mut self, sql: &str) -> bool {
+        let begins = sql.trim_start().starts_with("BEGIN");
+        if begins {
+            self.in_tx = false;
+        }
+        begins
+    }
+
+    /// Notes the end of statements sent: a `COMMIT` or `ROLLBACK` at their
+    /// end closes the transaction.
+    fn ends(&mut self, sql: &str) {
+        let tail = sql.trim_end().trim_end_matches(';').trim_end();
+        if tail.ends_with("COMMIT") || tail.ends_with("ROLLBACK") {
+            self.in_tx = false;
+        }
+    }
+
     /// Runs statements without parameters (simple query protocol).
     pub fn batch(&mut self, sql: &str) -> Result<(), Failure> {
+        let begins = self.begins(sql);
         let client = self.client()?;
         let done = wait(client.batch_execute(sql)).map_err(Failure::from);
+        if begins {
+            self.in_tx = true;
+        }
+        self.ends(sql);
         self.note(done)
     }
 
@@ -398,11 +436,15 @@ impl PgConn {
         sql: &'static str,
         params: &Params<'_>,
     ) -> Result<Vec<Row>, Failure> {
+        let begins = self.begins(first);
         let (client, statement) = self.ready(sql)?;
         let (a, b) = wait(futures::future::join(
             client.batch_execute(first),
             client.query(&statement, params),
         ));
+        if begins {
+            self.in_tx = true;
+        }
         let result = a.and(b).map_err(Failure::from);
         self.note(result)
     }
@@ -423,6 +465,7 @@ impl PgConn {
             client.query(&statement, params),
             client.batch_execute(last),
         ));
+        self.ends(last);
         let result = a.and_then(|rows| b.map(|()| rows)).map_err(Failure::from);
         self.note(result)
     }
@@ -430,6 +473,7 @@ impl PgConn {
     /// Ends a failed transaction, if the connection still stands. Errors are
     /// ignored: a broken connection has no transaction left.
     pub fn rollback(&mut self) {
+        self.in_tx = false;
         if let Some(client) = &self.client {
             if !client.is_closed() {
                 let done = wait(client.batch_execute("ROLLBACK")).map_err(Failure::from);
