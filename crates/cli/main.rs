@@ -54,9 +54,10 @@ struct Cli {
     /// How `search` ranks: bm25 alone, or fused with a vector ranking.
     #[arg(long, global = true, value_enum, default_value_t = RetrievalArg::Lexical)]
     retrieval: RetrievalArg,
-    /// With `--retrieval minilm`: the model's directory [default:
-    /// $MNEMO_MINILM_DIR, else models/all-MiniLM-L6-v2]; fill it with
-    /// scripts/fetch-minilm.sh.
+    /// With `--retrieval minilm` or `e5`: the model's directory [default:
+    /// $MNEMO_MINILM_DIR, else models/all-MiniLM-L6-v2; $MNEMO_E5_DIR, else
+    /// models/multilingual-e5-small]; fill it with scripts/fetch-minilm.sh or
+    /// scripts/fetch-e5.sh.
     #[arg(long, global = true)]
     model_dir: Option<PathBuf>,
     /// How long the writer may fail to commit before a waiting command
@@ -77,6 +78,10 @@ enum RetrievalArg {
     /// bm25 fused with all-MiniLM-L6-v2 vectors (English; needs a build
     /// with `--features minilm` and the model).
     Minilm,
+    /// bm25 fused with multilingual-e5-small vectors (~100 languages; an
+    /// English query finds an Urdu memory; needs a build with
+    /// `--features e5` and the model).
+    E5,
 }
 
 /// The retrieval choice of this run, set once from the command line before
@@ -194,8 +199,9 @@ fn main() -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> Result<()> {
-    if cli.model_dir.is_some() && cli.retrieval != RetrievalArg::Minilm {
-        anyhow::bail!("--model-dir is for --retrieval minilm");
+    if cli.model_dir.is_some() && !matches!(cli.retrieval, RetrievalArg::Minilm | RetrievalArg::E5)
+    {
+        anyhow::bail!("--model-dir is for --retrieval minilm or e5");
     }
     configure_fail_points();
     let _ = RETRIEVAL.set((cli.retrieval, cli.model_dir.clone()));
@@ -267,6 +273,10 @@ pub(crate) fn open_with(mut config: Config) -> Result<Memory> {
             config.retrieval = mnemo::Retrieval::Hybrid;
             Memory::open_with_embedder(config, minilm(model_dir)?)
         }
+        RetrievalArg::E5 => {
+            config.retrieval = mnemo::Retrieval::Hybrid;
+            Memory::open_with_embedder(config, e5(model_dir)?)
+        }
     };
     let memory = opened.with_context(|| format!("opening {}", path.display()))?;
     status::note_journal_damage(&path, &memory.stats());
@@ -286,6 +296,24 @@ fn minilm(dir: Option<PathBuf>) -> Result<std::sync::Arc<dyn mnemo::Embedder>> {
 fn minilm(_: Option<PathBuf>) -> Result<std::sync::Arc<dyn mnemo::Embedder>> {
     anyhow::bail!(
         "--retrieval minilm needs a build with the minilm feature: cargo run --release --features minilm -- …"
+    )
+}
+
+#[cfg(feature = "e5")]
+fn e5(dir: Option<PathBuf>) -> Result<std::sync::Arc<dyn mnemo::Embedder>> {
+    let model = match dir {
+        Some(dir) => mnemo::E5Embedder::from_dir(dir),
+        None => mnemo::E5Embedder::from_env(),
+    };
+    Ok(std::sync::Arc::new(
+        model.context("loading multilingual-e5-small")?,
+    ))
+}
+
+#[cfg(not(feature = "e5"))]
+fn e5(_: Option<PathBuf>) -> Result<std::sync::Arc<dyn mnemo::Embedder>> {
+    anyhow::bail!(
+        "--retrieval e5 needs a build with the e5 feature (after scripts/fetch-e5.sh): cargo run --release --features e5 -- …"
     )
 }
 

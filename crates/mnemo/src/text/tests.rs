@@ -1,10 +1,13 @@
 use super::query::Term;
-use super::stop_words::ENGLISH_STOP_WORDS;
 use super::*;
 
 thread_local! {
     /// Comparisons of whole terms made by `Query::parse` on this thread.
     pub(super) static TERM_COMPARISONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn raw_normalize(text: &str) -> String {
+    raw_tokens(text).join(" ")
 }
 
 fn hits(query: &str, text: &str) -> usize {
@@ -28,23 +31,63 @@ fn english_function_words_are_dropped_from_queries_unless_nothing_else_is_left()
     // Inside a multi-token phrase a function word stays (`can_opener`).
     assert_eq!(
         expr("can_opener location"),
-        "{key category value} : (\"can opener\" OR \"location\"*)"
+        "{key category value} : (\"can open\" OR \"locat\"*)"
     );
-    // Other scripts' function words are kept (no stop list for them).
-    assert_eq!(Query::parse("بلی کا نام").matches(&tokens("کا")), 1);
     assert_eq!(hits("where is the dog", "the dog sleeps"), 1);
-    assert!(ENGLISH_STOP_WORDS.windows(2).all(|w| w[0] < w[1]), "sorted");
+}
+
+#[test]
+fn function_words_of_every_language_are_dropped_from_queries() {
+    let expr = |q: &str| Query::parse(q).fts_expression().unwrap();
+    // Urdu, with Arabic code points and harakat in the function words.
+    assert_eq!(
+        expr("بلی كا نام كيا ہے"),
+        "{key category value} : (\"بلی\" OR \"نام\"*)"
+    );
+    assert_eq!(
+        expr("meri behen ka naam kya hai"),
+        "{key category value} : (\"behen\" OR \"naam\"*)"
+    );
+    assert_eq!(
+        expr("मेरी बहन का नाम क्या है"),
+        "{key category value} : (\"बहन\" OR \"नाम\")"
+    );
+    // Chinese: `什么` is dropped from the bigrams of a run, and `的` alone.
+    assert_eq!(
+        expr("妹妹 的 名字是什么"),
+        "{key category value} : (\"妹 妹\" OR \"名 字\" OR \"字 是\" OR \"是 什\" OR \"名\" OR \"字\")"
+    );
+    // Every entry normalises to something (none is lost to folding).
+    assert!(stop_words::all().iter().all(|w| !w.is_empty()));
+    assert!(stop_words::all().len() > 300);
+}
+
+#[test]
+fn english_words_are_stemmed_on_both_sides() {
+    assert_eq!(
+        tokens("Allergies: moved meetings, doctors' knees"),
+        ["allergi", "move", "meet", "doctor", "knee"]
+    );
+    assert_eq!(hits("allergy", "She has allergies to nuts"), 1);
+    assert_eq!(hits("when did she move", "Leah moved to Lisbon"), 1);
+    // Function words are judged before stemming (`does` stems to `doe`).
+    assert_eq!(
+        Query::parse("what does he do").fts_expression().unwrap(),
+        "{key category value} : (\"what\" OR \"doe\" OR \"he\" OR \"do\")"
+    );
+    // Digits, short words and other scripts pass unchanged.
+    assert_eq!(tokens("a1 is 3rd جون"), ["a1", "is", "3rd", "جون"]);
 }
 
 #[test]
 fn english_is_case_folded_and_split_on_punctuation() {
     assert_eq!(
-        tokens("Prefers GREEN tea, no sugar (2 cups/day)."),
+        raw_tokens("Prefers GREEN tea, no sugar (2 cups/day)."),
         ["prefers", "green", "tea", "no", "sugar", "2", "cups", "day"]
     );
-    assert_eq!(normalize("favorite_food"), "favorite food");
+    assert_eq!(raw_normalize("favorite_food"), "favorite food");
     assert_eq!(
-        normalize("e-mail: sam@example.com"),
+        raw_normalize("e-mail: sam@example.com"),
         "e mail sam example com"
     );
 }
@@ -52,50 +95,56 @@ fn english_is_case_folded_and_split_on_punctuation() {
 #[test]
 fn latin_diacritics_and_special_letters_fold() {
     assert_eq!(
-        tokens("Café-au-LAIT, naïve!"),
+        raw_tokens("Café-au-LAIT, naïve!"),
         ["cafe", "au", "lait", "naive"]
     );
     assert_eq!(
-        tokens("García Márquez, Tárrega"),
+        raw_tokens("García Márquez, Tárrega"),
         ["garcia", "marquez", "tarrega"]
     );
     assert_eq!(
-        tokens("Łódź Øresund straße ÆON Œuvre"),
+        raw_tokens("Łódź Øresund straße ÆON Œuvre"),
         ["lodz", "oresund", "strasse", "aeon", "oeuvre"]
     );
     // decomposed input (e + combining acute) folds the same way
-    assert_eq!(tokens("cafe\u{0301}"), tokens("café"));
+    assert_eq!(raw_tokens("cafe\u{0301}"), tokens("café"));
     // İ lowercases to i + combining dot, which must not stay in the token
-    assert_eq!(tokens("İstanbul"), ["istanbul"]);
+    assert_eq!(raw_tokens("İstanbul"), ["istanbul"]);
     // Greek final sigma and accents
-    assert_eq!(tokens("ΟΔΥΣΣΕΥΣ"), tokens("οδυσσευς"));
-    assert_eq!(tokens("ά"), ["α"]);
+    assert_eq!(raw_tokens("ΟΔΥΣΣΕΥΣ"), tokens("οδυσσευς"));
+    assert_eq!(raw_tokens("ά"), ["α"]);
 }
 
 #[test]
 fn english_possessive_is_dropped_but_other_apostrophes_split() {
-    assert_eq!(tokens("User's sister"), ["user", "sister"]);
-    assert_eq!(tokens("Ayesha\u{2019}s birthday"), ["ayesha", "birthday"]);
-    assert_eq!(tokens("dog\u{02BC}s"), ["dog"]);
-    assert_eq!(tokens("don't"), ["don", "t"]);
-    assert_eq!(tokens("the s's"), ["the", "s"]);
-    assert_eq!(tokens("it'sy"), ["it", "sy"]);
+    assert_eq!(raw_tokens("User's sister"), ["user", "sister"]);
+    assert_eq!(
+        raw_tokens("Ayesha\u{2019}s birthday"),
+        ["ayesha", "birthday"]
+    );
+    assert_eq!(raw_tokens("dog\u{02BC}s"), ["dog"]);
+    assert_eq!(raw_tokens("don't"), ["don", "t"]);
+    assert_eq!(raw_tokens("the s's"), ["the", "s"]);
+    assert_eq!(raw_tokens("it'sy"), ["it", "sy"]);
     assert_eq!(hits("dog's name", "Has a dog named Biscuit"), 2);
 }
 
 #[test]
 fn invisible_characters_never_split_a_word() {
-    assert_eq!(tokens("infor\u{00AD}mation"), ["information"]);
-    assert_eq!(tokens("\u{FEFF}hello\u{200B}world"), ["hello", "world"]);
-    assert_eq!(tokens("ab\u{2060}cd \u{200E}x\u{200F}"), ["abcd", "x"]);
+    assert_eq!(raw_tokens("infor\u{00AD}mation"), ["information"]);
+    assert_eq!(raw_tokens("\u{FEFF}hello\u{200B}world"), ["hello", "world"]);
+    assert_eq!(raw_tokens("ab\u{2060}cd \u{200E}x\u{200F}"), ["abcd", "x"]);
 }
 
 #[test]
 fn compatibility_forms_unfold() {
     // full-width Latin and digits, as CJK input methods type them
-    assert_eq!(tokens("ＷｉＦｉ　密码１２３"), ["wifi", "密", "码", "123"]);
+    assert_eq!(
+        raw_tokens("ＷｉＦｉ　密码１２３"),
+        ["wifi", "密", "码", "123"]
+    );
     // ligature
-    assert_eq!(tokens("ﬁnance"), ["finance"]);
+    assert_eq!(raw_tokens("ﬁnance"), ["finance"]);
 }
 
 // ---- Urdu / Arabic script ----
@@ -103,86 +152,89 @@ fn compatibility_forms_unfold() {
 #[test]
 fn urdu_harakat_tatweel_and_arabic_letters() {
     // vowelled and plain spellings meet
-    assert_eq!(tokens("مُجھے"), tokens("مجھے"));
-    assert_eq!(tokens("مُجھے"), ["مجھے"]);
-    assert_eq!(tokens("بَہن"), tokens("بہن"));
-    assert_eq!(tokens("نِیند"), tokens("نیند"));
+    assert_eq!(raw_tokens("مُجھے"), tokens("مجھے"));
+    assert_eq!(raw_tokens("مُجھے"), ["مجھے"]);
+    assert_eq!(raw_tokens("بَہن"), tokens("بہن"));
+    assert_eq!(raw_tokens("نِیند"), tokens("نیند"));
     // shadda, superscript alef
-    assert_eq!(tokens("زکوٰۃ"), tokens("زکوۃ"));
-    assert_eq!(tokens("محبّت"), tokens("محبت"));
+    assert_eq!(raw_tokens("زکوٰۃ"), tokens("زکوۃ"));
+    assert_eq!(raw_tokens("محبّت"), tokens("محبت"));
     // tatweel inside a word
-    assert_eq!(tokens("گـانا"), tokens("گانا"));
-    assert_eq!(tokens("پسنـــد"), ["پسند"]);
+    assert_eq!(raw_tokens("گـانا"), tokens("گانا"));
+    assert_eq!(raw_tokens("پسنـــد"), ["پسند"]);
     // Arabic kaf/yeh/heh spellings meet Urdu ones
-    assert_eq!(tokens("كيا"), tokens("کیا"));
-    assert_eq!(tokens("بهت"), tokens("بہت"));
-    assert_eq!(tokens("فاطمه"), tokens("فاطمہ"));
-    assert_eq!(tokens("بيٹى"), tokens("بیٹی"));
-    assert_eq!(tokens("زكوة"), tokens("زکوۃ"));
-    assert_eq!(tokens("مجھے گانا اور لکھنا پسند ہے").len(), 6);
+    assert_eq!(raw_tokens("كيا"), tokens("کیا"));
+    assert_eq!(raw_tokens("بهت"), tokens("بہت"));
+    assert_eq!(raw_tokens("فاطمه"), tokens("فاطمہ"));
+    assert_eq!(raw_tokens("بيٹى"), tokens("بیٹی"));
+    assert_eq!(raw_tokens("زكوة"), tokens("زکوۃ"));
+    assert_eq!(raw_tokens("مجھے گانا اور لکھنا پسند ہے").len(), 6);
     // do-chashmi heh stays distinct from heh goal (کھا "eat" ≠ کہا "said")
     assert_ne!(tokens("کھا"), tokens("کہا"));
 }
 
 #[test]
 fn urdu_hamza_spellings_meet() {
-    assert_eq!(tokens("ہوۓ"), tokens("ہوئے"));
-    assert_eq!(tokens("لئے"), tokens("لیے"));
-    assert_eq!(tokens("آپ"), tokens("اپ"));
-    assert_eq!(tokens("گاؤں"), tokens("گاوں"));
+    assert_eq!(raw_tokens("ہوۓ"), tokens("ہوئے"));
+    assert_eq!(raw_tokens("لئے"), tokens("لیے"));
+    assert_eq!(raw_tokens("آپ"), tokens("اپ"));
+    assert_eq!(raw_tokens("گاؤں"), tokens("گاوں"));
 }
 
 #[test]
 fn urdu_punctuation_digits_and_joiners() {
     assert_eq!(
-        tokens("سالگرہ۔ کب؟ ۱۲ جون، ٢٠٢٤"),
+        raw_tokens("سالگرہ۔ کب؟ ۱۲ جون، ٢٠٢٤"),
         ["سالگرہ", "کب", "12", "جون", "2024"]
     );
     // zero-width non-joiner inside a word is removed, not a split
-    assert_eq!(tokens("خوش\u{200C}گوار"), ["خوشگوار"]);
+    assert_eq!(raw_tokens("خوش\u{200C}گوار"), ["خوشگوار"]);
     // presentation forms (text copied from a PDF)
-    assert_eq!(tokens("\u{FEDB}\u{FEF4}\u{FE8E}"), tokens("کیا"));
+    assert_eq!(raw_tokens("\u{FEDB}\u{FEF4}\u{FE8E}"), tokens("کیا"));
 }
 
 // ---- Hindi / Devanagari ----
 
 #[test]
 fn devanagari_words_stay_whole() {
-    assert_eq!(tokens("मुझे गाना पसंद है"), ["मुझे", "गाना", "पसंद", "है"]);
-    assert_eq!(tokens("क्षमा।"), ["क्षमा"]);
-    assert_eq!(tokens("विद्यार्थी॥ कृपया"), ["विद्यार्थी", "कृपया"]);
+    assert_eq!(raw_tokens("मुझे गाना पसंद है"), ["मुझे", "गाना", "पसंद", "है"]);
+    assert_eq!(raw_tokens("क्षमा।"), ["क्षमा"]);
+    assert_eq!(raw_tokens("विद्यार्थी॥ कृपया"), ["विद्यार्थी", "कृपया"]);
     // joiners inside a conjunct do not split it
-    assert_eq!(tokens("विश्व\u{200D}विद्यालय"), tokens("विश्वविद्यालय"));
-    assert_eq!(tokens("क्\u{200C}ष"), tokens("क्ष"));
+    assert_eq!(raw_tokens("विश्व\u{200D}विद्यालय"), tokens("विश्वविद्यालय"));
+    assert_eq!(raw_tokens("क्\u{200C}ष"), tokens("क्ष"));
 }
 
 #[test]
 fn devanagari_spelling_variants_meet() {
     // nukta: precomposed, decomposed and omitted
-    assert_eq!(tokens("\u{095B}रूरी"), tokens("ज़रूरी"));
-    assert_eq!(tokens("ज़रूरी"), tokens("जरूरी"));
-    assert_eq!(tokens("फ़ोन"), tokens("फोन"));
+    assert_eq!(raw_tokens("\u{095B}रूरी"), tokens("ज़रूरी"));
+    assert_eq!(raw_tokens("ज़रूरी"), tokens("जरूरी"));
+    assert_eq!(raw_tokens("फ़ोन"), tokens("फोन"));
     // chandrabindu / anusvara
-    assert_eq!(tokens("माँ"), tokens("मां"));
-    assert_eq!(tokens("पाँच"), tokens("पांच"));
+    assert_eq!(raw_tokens("माँ"), tokens("मां"));
+    assert_eq!(raw_tokens("पाँच"), tokens("पांच"));
     // nasal consonant + virama / anusvara
-    assert_eq!(tokens("हिन्दी"), tokens("हिंदी"));
-    assert_eq!(tokens("सम्बन्ध"), tokens("संबंध"));
-    assert_eq!(tokens("मन्दिर"), tokens("मंदिर"));
+    assert_eq!(raw_tokens("हिन्दी"), tokens("हिंदी"));
+    assert_eq!(raw_tokens("सम्बन्ध"), tokens("संबंध"));
+    assert_eq!(raw_tokens("मन्दिर"), tokens("मंदिर"));
     // ...but not at the start of a word, and not before a vowel sign
-    assert_eq!(tokens("न्याय"), ["न्याय"]);
-    assert_eq!(tokens("नमक"), ["नमक"]);
+    assert_eq!(raw_tokens("न्याय"), ["न्याय"]);
+    assert_eq!(raw_tokens("नमक"), ["नमक"]);
     // Devanagari digits
-    assert_eq!(tokens("१२ दिसंबर"), ["12", "दिसंबर"]);
+    assert_eq!(raw_tokens("१२ दिसंबर"), ["12", "दिसंबर"]);
 }
 
 // ---- Chinese / Japanese ----
 
 #[test]
 fn cjk_is_split_per_character() {
-    assert_eq!(tokens("我喜欢喝咖啡"), ["我", "喜", "欢", "喝", "咖", "啡"]);
     assert_eq!(
-        tokens("住在杭州，骑车20分钟。"),
+        raw_tokens("我喜欢喝咖啡"),
+        ["我", "喜", "欢", "喝", "咖", "啡"]
+    );
+    assert_eq!(
+        raw_tokens("住在杭州，骑车20分钟。"),
         ["住", "在", "杭", "州", "骑", "车", "20", "分", "钟"]
     );
     let q = Query::parse("咖啡");
@@ -198,11 +250,11 @@ fn cjk_is_split_per_character() {
 
 #[test]
 fn kana_keeps_its_sound_marks() {
-    assert_eq!(tokens("ガ"), ["ガ"]);
+    assert_eq!(raw_tokens("ガ"), ["ガ"]);
     assert_ne!(tokens("が"), tokens("か"));
     // half-width katakana unfolds to the full-width form
-    assert_eq!(tokens("ｶﾞｲﾄﾞ"), tokens("ガイド"));
-    assert_eq!(tokens("人々"), ["人", "々"]);
+    assert_eq!(raw_tokens("ｶﾞｲﾄﾞ"), tokens("ガイド"));
+    assert_eq!(raw_tokens("人々"), ["人", "々"]);
 }
 
 #[test]
@@ -210,10 +262,11 @@ fn long_cjk_queries_become_bigrams() {
     let q = Query::parse("海鲜过敏");
     assert_eq!(
         q.fts_expression().unwrap(),
-        "{key category value} : (\"海 鲜\" OR \"鲜 过\" OR \"过 敏\")"
+        "{key category value} : (\"海 鲜\" OR \"鲜 过\" OR \"过 敏\" OR \"海\" OR \"鲜\" OR \"过\" OR \"敏\")"
     );
-    assert_eq!(q.matches(&tokens("对海鲜过敏，尤其是虾")), 3);
-    assert_eq!(q.matches(&tokens("对花粉过敏")), 1);
+    assert_eq!(q.matches(&tokens("对海鲜过敏，尤其是虾")), 7);
+    // The pair and its two characters.
+    assert_eq!(q.matches(&tokens("对花粉过敏")), 3);
     // one and two characters stay whole, never a prefix
     assert_eq!(
         Query::parse("猫 咖啡").fts_expression().unwrap(),
@@ -226,15 +279,15 @@ fn long_cjk_queries_become_bigrams() {
 #[test]
 fn mixed_script_text() {
     assert_eq!(
-        tokens("Sister کی شادی December میں"),
+        raw_tokens("Sister کی شادی December میں"),
         ["sister", "کی", "شادی", "december", "میں"]
     );
     assert_eq!(
-        tokens("हर Monday को team meeting"),
+        raw_tokens("हर Monday को team meeting"),
         ["हर", "monday", "को", "team", "meeting"]
     );
     assert_eq!(
-        tokens("我的manager叫David，用Rust写后端"),
+        raw_tokens("我的manager叫David，用Rust写后端"),
         ["我", "的", "manager", "叫", "david", "用", "rust", "写", "后", "端"]
     );
     let q = Query::parse("WiFi密码");
@@ -257,7 +310,7 @@ fn last_term_is_a_prefix_where_it_helps() {
     );
     assert_eq!(
         expr("favorite_food"),
-        "{key category value} : (\"favorite food\"*)"
+        "{key category value} : (\"favorit food\"*)"
     );
     // three letters or more; not a shorter word, a number or CJK
     assert_eq!(expr("tea"), "{key category value} : (\"tea\"*)");
@@ -273,7 +326,8 @@ fn last_term_is_a_prefix_where_it_helps() {
     assert_eq!(expr("बहन"), "{key category value} : (\"बहन\"*)");
 
     assert_eq!(hits("sister name", "User's sister is named Ayesha"), 2);
-    assert_eq!(hits("name sister", "User's sister is named Ayesha"), 1);
+    // `named` stems to `name`: found whatever the order.
+    assert_eq!(hits("name sister", "User's sister is named Ayesha"), 2);
     assert_eq!(hits("favorite_food", "favorite foods: biryani"), 1);
     assert_eq!(hits("بہن", "میری بہنیں"), 1);
     assert_eq!(hits("room 305", "room 3051"), 1);
@@ -342,7 +396,7 @@ fn tokens_are_fts_safe_and_idempotent() {
             );
             assert!(t.chars().all(|c| !c.is_uppercase()), "{t:?}");
         }
-        assert_eq!(tokens(&once.join(" ")), once, "{text}");
+        assert_eq!(raw_tokens(&once.join(" ")), once, "{text}");
     }
 }
 
@@ -449,12 +503,13 @@ fn parsing_compares_each_term_with_a_handful_not_with_all() {
         .collect();
     assert!(run.len() > 400_000);
     let (q, compared) = parse_counted(&run);
+    // ~136k distinct pairs and the ~21k ideographs of the range.
     assert!(
-        q.len() > 130_000 && q.len() < 136_000,
-        "{} bigrams",
+        q.len() > 130_000 + 20_000 && q.len() < 136_000 + 21_000,
+        "{} terms",
         q.len()
     );
-    assert!(compared <= 2 * 136_000, "{compared} comparisons");
+    assert!(compared <= 4 * 136_000, "{compared} comparisons");
     // Secondary, 40x above what it takes unoptimised (~1.5 s): the
     // quadratic version took 40 s optimised.
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
@@ -505,7 +560,7 @@ fn token_index_agrees_with_a_window_scan() {
 
 #[test]
 fn token_index_finds_prefixes_and_phrases_at_the_edges() {
-    let index = TokenIndex::new("named name b NAMES a b c nam");
+    let index = TokenIndex::from_tokens(&raw_tokens("named name b NAMES a b c nam"));
     let term = |tokens: &[&str], prefix: bool| Term {
         tokens: tokens.iter().map(|t| t.to_string()).collect(),
         prefix,
@@ -531,5 +586,5 @@ fn token_index_finds_prefixes_and_phrases_at_the_edges() {
 fn namespace_tokens_are_stable_and_distinct() {
     assert_eq!(namespace_token("alice"), namespace_token("alice"));
     assert_ne!(namespace_token("alice"), namespace_token("bob"));
-    assert_eq!(tokens(&namespace_token("alice")).len(), 1);
+    assert_eq!(raw_tokens(&namespace_token("alice")).len(), 1);
 }
