@@ -5,7 +5,7 @@
 //! test asserts a duration: `bench` is run to check it works and reports,
 //! not how fast it is. `mcp` has its own tests in `tests/mcp.rs`.
 
-#[cfg(feature = "minilm")]
+#[cfg(any(feature = "minilm", feature = "e5"))]
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
@@ -1046,17 +1046,69 @@ fn search_with_hybrid_retrieval_finds_a_typo() {
         &db.path,
         &["save", "health", "medication", "takes levothyroxine daily"],
     );
-    let lexical = ok_json(&db.path, &["search", "levothyroxin dose"]);
+    // (`levothyroxin` would be found lexically now: it is the stem.)
+    let lexical = ok_json(&db.path, &["search", "levotiroxine dose"]);
     assert_eq!(lexical.as_array().map(Vec::len), Some(0), "{lexical}");
     let hybrid = ok_json(
         &db.path,
-        &["--retrieval", "hybrid", "search", "levothyroxin dose"],
+        &["--retrieval", "hybrid", "search", "levotiroxine dose"],
     );
     assert_eq!(hybrid[0]["record"]["key"], "medication", "{hybrid}");
     fails(
         &db.path,
         &["--model-dir", "x", "search", "q"],
-        "--model-dir is for --retrieval minilm",
+        "--model-dir is for --retrieval minilm or e5",
+    );
+}
+
+/// Without the `e5` feature, asking for e5 says how to get it.
+#[cfg(not(feature = "e5"))]
+#[test]
+fn e5_retrieval_without_the_feature_names_the_fix() {
+    let db = db();
+    fails(
+        &db.path,
+        &["--retrieval", "e5", "search", "sister"],
+        "--features e5",
+    );
+}
+
+/// With it: an English question finds the Urdu memory that answers it, and
+/// a missing model is one clear error naming the setup script.
+#[cfg(feature = "e5")]
+#[test]
+fn e5_retrieval_crosses_languages() {
+    let db = db();
+    let model = common::e5_dir();
+    let model = model.to_str().expect("UTF-8 path");
+    let e5 = |rest: &[&'static str]| -> Vec<String> {
+        let mut args = vec!["--retrieval", "e5", "--model-dir", model];
+        args.extend(rest);
+        args.into_iter().map(str::to_owned).collect()
+    };
+    let args = e5(&["save", "fact", "m1", "میری بہن عائشہ لاہور میں ڈاکٹر ہے"]);
+    ok(
+        &db.path,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    ok(&db.path, &["save", "fact", "m2", "我每周六下午去游泳"]);
+    let args = e5(&["search", "what does my sister do for work"]);
+    let hits = ok_json(
+        &db.path,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(hits[0]["record"]["key"], "m1", "{hits}");
+    fails(
+        &db.path,
+        &[
+            "--retrieval",
+            "e5",
+            "--model-dir",
+            "/nonexistent",
+            "search",
+            "x",
+        ],
+        "scripts/fetch-e5.sh",
     );
 }
 

@@ -516,8 +516,9 @@ fn hybrid_retrieval_keeps_its_vectors_in_postgres() -> Result<()> {
             "loves tomatoes in every salad",
         ))?
         .wait_indexed()?;
+    // (`tomatos` would be found: it stems as `tomatoes` does.)
     assert!(
-        lexical.search("u", "tomatos", None, 5)?.is_empty(),
+        lexical.search("u", "tomattoes", None, 5)?.is_empty(),
         "a typo is no word"
     );
     lexical.shutdown_blocking()?;
@@ -539,7 +540,7 @@ fn hybrid_retrieval_keeps_its_vectors_in_postgres() -> Result<()> {
         2,
         "both rows have vectors"
     );
-    let hits = hybrid.search("u", "tomatos salads", None, 5)?;
+    let hits = hybrid.search("u", "tomattoes salads", None, 5)?;
     assert_eq!(
         hits.first().map(|h| h.record.key.as_str()),
         Some("favourite")

@@ -33,8 +33,9 @@ pub enum Retrieval {
     /// default.
     #[default]
     Lexical,
-    /// Full-text and vector search fused by reciprocal-rank fusion
-    /// (k = 60). The indexer also embeds every memory with the built-in
+    /// Full-text and vector search, fused by their normalised scores (the
+    /// vector side weighed by how much it stands out; `search/fusion.rs`).
+    /// The indexer also embeds every memory with the built-in
     /// [`NgramEmbedder`](crate::embed::NgramEmbedder) (or the embedder given
     /// to [`Memory::open_with_embedder`](crate::Memory::open_with_embedder))
     /// and stores the vectors beside the FTS rows, in the same transaction.

@@ -398,14 +398,16 @@ impl Memory {
     /// recency. A pending save is tokenised by the first search that needs
     /// it, once; each later search costs a lookup per term in it.
     ///
-    /// [`Retrieval::Hybrid`]: two rankings fused by reciprocal-rank fusion
-    /// (score = Σ 1/(60 + rank)): the lexical one above (pending matches
-    /// first, then bm25), and the vector one: indexed memories and pending
-    /// saves (embedded once, by the first search that needs them) by cosine
-    /// similarity to the query's vector, those at least 0.05 similar. A
-    /// memory found by either side can be returned; one found by both ranks
-    /// higher. Each hit's [`score`](SearchHit::score) is then its fused
-    /// score.
+    /// [`Retrieval::Hybrid`]: two rankings fused by their scores: the
+    /// lexical one above (each hit's bm25 over the best hit's), and the
+    /// vector one: indexed memories and pending saves (embedded once, by the
+    /// first search that needs them) by cosine similarity to the query's
+    /// vector, at or above the embedder's floor, each scored by its height
+    /// above the namespace's background similarity. The vector side counts
+    /// as the embedder's [`Fusion`](crate::Fusion) says, less when its best
+    /// match barely stands out; a memory found by either side can be
+    /// returned, one found by both ranks higher (`search/fusion.rs`). Each
+    /// hit's [`score`](SearchHit::score) is then its fused score.
     pub fn search(
         &self,
         namespace: &str,

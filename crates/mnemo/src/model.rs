@@ -241,8 +241,9 @@ pub struct SearchHit {
     /// Relevance, higher is better. Lexical retrieval (the default): for
     /// indexed memories the negated bm25 rank; for memories not yet indexed
     /// (saved a moment ago) the number of query words they contain, and
-    /// fresh matches rank first. Hybrid retrieval: the reciprocal-rank-fusion
-    /// score of the lexical and vector rankings.
+    /// fresh matches rank first. Hybrid retrieval: the fused score, the
+    /// lexical side's (bm25 over the best hit's, 0 to 1) plus the vector
+    /// side's (weighed by the embedder's [`Fusion`](crate::Fusion)).
     pub score: f64,
     /// `true` if this memory was matched in memory because the index has not
     /// caught up with it yet.

@@ -300,7 +300,8 @@ impl PySearchHit {
     }
     /// Relevance, higher is better (lexical: the negated bm25 rank, or for a
     /// memory not indexed yet the number of query words it holds; hybrid:
-    /// the reciprocal-rank-fusion score).
+    /// the fused score, the lexical and vector sides' normalised scores
+    /// summed).
     #[getter]
     fn score(&self) -> f64 {
         self.score
