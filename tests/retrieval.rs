@@ -19,7 +19,6 @@ use std::time::Duration;
 
 #[cfg(any(feature = "minilm", feature = "e5"))]
 mod common;
-#[cfg(feature = "e5")]
 #[path = "common/recall.rs"]
 mod recall;
 
@@ -221,39 +220,27 @@ fn keys(hits: &[SearchHit]) -> Vec<String> {
 
 /// "Before": the raw texts in a plain FTS5 table with the default
 /// `unicode61` tokenizer, queried with the query's words, each quoted, OR'ed;
-/// same bm25 weights as mnemo.
+/// same bm25 weights as mnemo (`common/recall.rs`).
 fn baseline(memories: &[Mem], queries: &[Query]) -> rusqlite::Result<Vec<Vec<String>>> {
-    let conn = rusqlite::Connection::open_in_memory()?;
-    conn.execute_batch(
-        "CREATE VIRTUAL TABLE plain USING fts5 (ns UNINDEXED, mkey UNINDEXED, key, category, value)",
-    )?;
-    for m in memories {
-        conn.execute(
-            "INSERT INTO plain (ns, mkey, key, category, value) VALUES (?1, ?2, ?2, ?3, ?4)",
-            rusqlite::params![m.namespace, m.key, m.category, m.value],
-        )?;
-    }
-    let mut st = conn.prepare(
-        "SELECT mkey FROM plain WHERE plain MATCH ?1 AND ns = ?2
-         ORDER BY bm25(plain, 0.0, 0.0, 3.0, 2.0, 1.0) LIMIT 5",
-    )?;
-    let mut out = Vec::with_capacity(queries.len());
-    for q in queries {
-        let expr = q
-            .text
-            .split_whitespace()
-            .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
-            .collect::<Vec<_>>()
-            .join(" OR ");
-        // A word the tokenizer reads as nothing is a syntax error for FTS5;
-        // it counts as a miss, as it would for an agent.
-        let got = st
-            .query_map(rusqlite::params![expr, q.namespace], |r| r.get(0))
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
-            .unwrap_or_default();
-        out.push(got);
-    }
-    Ok(out)
+    let memories: Vec<recall::Mem> = memories
+        .iter()
+        .map(|m| recall::Mem {
+            namespace: m.namespace.clone(),
+            category: m.category.clone(),
+            key: m.key.clone(),
+            value: m.value.clone(),
+        })
+        .collect();
+    let probes: Vec<recall::Probe> = queries
+        .iter()
+        .map(|q| recall::Probe {
+            namespace: q.namespace.clone(),
+            text: q.text.clone(),
+            expected: q.expected.clone(),
+            group: q.lang.clone(),
+        })
+        .collect();
+    recall::plain_fts5(&memories, &probes)
 }
 
 /// Saves every memory, each at least 2 ms after the one before: recency is
