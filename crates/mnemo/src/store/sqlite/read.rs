@@ -38,11 +38,22 @@ impl ReadPool {
         let conn = self.conns.lock().pop();
         let conn = match conn {
             Some(c) => c,
-            None => open_connection(
-                &self.config.path,
-                self.config.synchronous,
-                busy_slice(self.config.busy_deadline),
-            )?,
+            None => {
+                let c = open_connection(
+                    &self.config.path,
+                    self.config.synchronous,
+                    busy_slice(self.config.busy_deadline),
+                )?;
+                // 16 MiB of page cache (SQLite's default is 2 MiB): a hybrid
+                // search reads every vector of the namespace (9 MB for 6,000
+                // e5 vectors), and through a cache smaller than the table
+                // each search read it again from the OS (recall_memory p50
+                // 36.8 -> 32.0 ms at 6,000 memories with e5,
+                // docs/benchmarks.md). Pages are taken as read, so a reader
+                // that reads little costs little.
+                c.pragma_update(None, "cache_size", -16384)?;
+                c
+            }
         };
         let out = f(&conn);
         let mut idle = self.conns.lock();
@@ -264,12 +275,72 @@ pub(crate) fn vector_search(
     if !current {
         return Ok(Vec::new());
     }
+    if category.is_some() {
+        return vector_search_joined(conn, &table, ns, q, category, min_similarity, limit);
+    }
+    // Two steps: rank the namespace's vectors alone (the model table and its
+    // namespace index: no memory row is read), then read the memories of
+    // the best `limit`. Joining first read every memory of the namespace,
+    // its value included, to keep a handful (at 6,000 memories most of a
+    // hybrid search's time). A vector row always belongs to a live memory
+    // of its namespace (the indexer deletes it with the memory, in one
+    // transaction, and the table is current); the second step checks anyway.
+    let sql = format!(
+        "SELECT v.id, vec_distance_cosine(v.vector, ?1) AS distance
+         FROM {table} v
+         WHERE v.namespace = ?2 AND distance <= ?3
+         ORDER BY distance, v.id DESC
+         LIMIT ?4"
+    );
+    let mut st = conn.prepare_cached(&sql)?;
+    let nearest: Vec<(i64, f64)> = st
+        .query_map(
+            params![
+                to_blob(q),
+                ns,
+                f64::from(1.0 - min_similarity),
+                limit as i64
+            ],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {RECORD_COLUMNS} FROM memories WHERE id = ?1 AND namespace = ?2 AND deleted = 0"
+    ))?;
+    let mut out = Vec::with_capacity(nearest.len());
+    for (id, distance) in nearest {
+        if let Some(r) = st.query_row(params![id, ns], record).optional()? {
+            let similarity = (1.0 - distance) as f32;
+            out.push((
+                SearchHit {
+                    record: r,
+                    score: f64::from(similarity),
+                    fresh: false,
+                },
+                similarity,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// [`vector_search`] restricted to a category: the category is a column of
+/// `memories`, so each candidate is joined with its memory before ranking.
+fn vector_search_joined(
+    conn: &Connection,
+    table: &str,
+    ns: &str,
+    q: &[f32],
+    category: Option<&str>,
+    min_similarity: f32,
+    limit: usize,
+) -> Result<Vec<(SearchHit, f32)>> {
     let sql = format!(
         "SELECT m.namespace, m.category, m.key, m.value, m.metadata, m.version, m.updated_at,
                 vec_distance_cosine(v.vector, ?1) AS distance
          FROM {table} v JOIN memories m ON m.id = v.id
          WHERE v.namespace = ?2 AND m.namespace = ?2 AND m.deleted = 0
-           AND (?3 IS NULL OR m.category = ?3)
+           AND m.category = ?3
            AND distance <= ?4
          ORDER BY distance, m.updated_at DESC
          LIMIT ?5"
