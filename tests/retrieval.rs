@@ -22,6 +22,8 @@ mod common;
 #[path = "common/recall.rs"]
 mod recall;
 
+use recall::Recall;
+
 use mnemo::{Config, Memory, Result, Retrieval, SaveRequest, SearchHit};
 use serde_json::Value;
 
@@ -159,30 +161,6 @@ fn rank(q: &Query, got: &[String]) -> Option<usize> {
     got.iter().position(|k| q.expected.contains(k))
 }
 
-/// recall@1 and recall@5 per language (and "all"), as hit counts.
-#[derive(Default, Clone, Copy)]
-struct Recall {
-    n: usize,
-    at1: usize,
-    at5: usize,
-}
-
-impl Recall {
-    fn pct(hits: usize, n: usize) -> f64 {
-        if n == 0 {
-            0.0
-        } else {
-            100.0 * hits as f64 / n as f64
-        }
-    }
-    fn r1(&self) -> f64 {
-        Self::pct(self.at1, self.n)
-    }
-    fn r5(&self) -> f64 {
-        Self::pct(self.at5, self.n)
-    }
-}
-
 /// Fails unless `r` is at least `min` (recall@1, recall@5, in %).
 fn check(name: &str, r: Recall, (min1, min5): (f64, f64)) {
     assert!(
@@ -200,18 +178,20 @@ fn check_rows(name: &str, scores: &BTreeMap<String, Recall>, mins: &[(&str, f64,
     }
 }
 
+/// Recall per language and overall (`common/recall.rs`).
 fn score(queries: &[Query], results: &[Vec<String>]) -> BTreeMap<String, Recall> {
-    let mut out: BTreeMap<String, Recall> = BTreeMap::new();
-    for (q, got) in queries.iter().zip(results) {
-        let r = rank(q, got);
-        for lang in [q.lang.as_str(), "all"] {
-            let e = out.entry(lang.to_owned()).or_default();
-            e.n += 1;
-            e.at1 += usize::from(r == Some(0));
-            e.at5 += usize::from(r.is_some_and(|r| r < 5));
-        }
+    let probes: Vec<recall::Probe> = queries.iter().map(probe).collect();
+    recall::score(&probes, results)
+}
+
+/// A query as the shared recall code takes it.
+fn probe(q: &Query) -> recall::Probe {
+    recall::Probe {
+        namespace: q.namespace.clone(),
+        text: q.text.clone(),
+        expected: q.expected.clone(),
+        group: q.lang.clone(),
     }
-    out
 }
 
 fn keys(hits: &[SearchHit]) -> Vec<String> {
@@ -231,15 +211,7 @@ fn baseline(memories: &[Mem], queries: &[Query]) -> rusqlite::Result<Vec<Vec<Str
             value: m.value.clone(),
         })
         .collect();
-    let probes: Vec<recall::Probe> = queries
-        .iter()
-        .map(|q| recall::Probe {
-            namespace: q.namespace.clone(),
-            text: q.text.clone(),
-            expected: q.expected.clone(),
-            group: q.lang.clone(),
-        })
-        .collect();
+    let probes: Vec<recall::Probe> = queries.iter().map(probe).collect();
     recall::plain_fts5(&memories, &probes)
 }
 

@@ -224,7 +224,7 @@ fn pct(hits: usize, n: usize) -> f64 {
     if n == 0 {
         0.0
     } else {
-        (1000.0 * hits as f64 / n as f64).round() / 10.0
+        100.0 * hits as f64 / n as f64
     }
 }
 
