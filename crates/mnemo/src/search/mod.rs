@@ -84,20 +84,45 @@ impl Searcher<'_> {
         }
         let shadowed = shadowed(&fresh);
         hits.truncate(limit);
-        if hits.len() < limit {
-            let indexed = self
-                .reads
-                .search(namespace, q, category, limit + shadowed.len())?;
-            hits.extend(
-                indexed
-                    .into_iter()
-                    .filter(|h| {
-                        !shadowed.contains(&(h.record.category.as_str(), h.record.key.as_str()))
-                    })
-                    .take(limit - hits.len()),
-            );
-        }
+        let want = limit - hits.len();
+        hits.extend(self.indexed(namespace, q, category, want, &shadowed)?);
         Ok(hits)
+    }
+
+    /// The index's best `want` hits for `q` that no pending entry shadows
+    /// (its row is stale: the entry replaces or forgets it). At most
+    /// `shadowed.len()` rows can be hidden, so `want + shadowed.len()` rows
+    /// always suffice; the index is asked for a few more than `want` first,
+    /// and for more only while shadowed rows filled the page. (Asking for
+    /// all of them at once made every search with 1,000 pending saves rank
+    /// and read a thousand rows from the index to return ten.)
+    fn indexed(
+        &self,
+        namespace: &str,
+        q: &Query,
+        category: Option<&str>,
+        want: usize,
+        shadowed: &HashSet<(&str, &str)>,
+    ) -> Result<Vec<SearchHit>> {
+        if want == 0 {
+            return Ok(Vec::new());
+        }
+        let most = want + shadowed.len();
+        let mut fetch = (want * 2).max(want + 8).min(most);
+        loop {
+            let rows = self.reads.search(namespace, q, category, fetch)?;
+            let full = rows.len() == fetch;
+            let visible: Vec<SearchHit> = rows
+                .into_iter()
+                .filter(|h| {
+                    !shadowed.contains(&(h.record.category.as_str(), h.record.key.as_str()))
+                })
+                .collect();
+            if visible.len() >= want || !full || fetch >= most {
+                return Ok(visible.into_iter().take(want).collect());
+            }
+            fetch = (fetch * 4).min(most);
+        }
     }
 
     /// The hybrid half of [`search`](Searcher::search): `fresh_hits` are the
@@ -115,7 +140,7 @@ impl Searcher<'_> {
         fresh_hits: Vec<SearchHit>,
     ) -> Result<Vec<SearchHit>> {
         let shadowed = shadowed(fresh);
-        let depth = limit.max(fusion::DEPTH) + shadowed.len();
+        let depth = limit.max(fusion::DEPTH);
         // The pending saves not embedded yet (few) in one batch: one pass
         // for a neural model. A pending save keeps its vector until it
         // retires. Forgets have nothing to embed.
@@ -160,28 +185,28 @@ impl Searcher<'_> {
         // Nothing to embed in the query (or not the model's language): no
         // vector side at all.
         let query_is_zero = crate::embed::is_zero(&qv);
-        let indexed = self.reads.search(namespace, q, category, depth)?;
+        let indexed = self.indexed(namespace, q, category, depth, &shadowed)?;
         let visible = |h: &SearchHit| {
             !shadowed.contains(&(h.record.category.as_str(), h.record.key.as_str()))
         };
-        let lexical: Vec<SearchHit> = fresh_hits
-            .into_iter()
-            .chain(indexed.into_iter().filter(visible))
-            .collect();
+        let lexical: Vec<SearchHit> = fresh_hits.into_iter().chain(indexed).collect();
         if query_is_zero {
             let mut hits = lexical;
             hits.truncate(limit);
             return Ok(hits);
         }
         // Every similarity down to the background's depth, with no floor:
-        // the fusion reads the background from it.
+        // the fusion reads the background from it. Pending saves shadow
+        // some of these rows (their stale versions); a few more rows make
+        // up for them, not one per pending save (which would read a
+        // thousand memories per search with 1,000 pending).
         let nearest = self.reads.vector_search(
             namespace,
             e.model_id(),
             &qv,
             category,
             -2.0,
-            fusion::BACKGROUND.max(depth) + shadowed.len(),
+            fusion::BACKGROUND.max(depth) + shadowed.len().min(fusion::BACKGROUND),
         )?;
         let mut vector: Vec<(SearchHit, f32)> = saves
             .into_iter()
@@ -330,6 +355,45 @@ mod tests {
         // `green` in both values (1 x idf(2)); `tea` in a key (3) and a value (1).
         assert!((scores["tea"] - (idf(2.0) + 3.0 * idf(2.0))).abs() < 1e-12);
         assert!((scores["misc"] - (idf(2.0) + idf(2.0))).abs() < 1e-12);
+    }
+
+    /// Pending saves shadow the index's rows of their keys; when they shadow
+    /// a whole first page of index hits, the index is asked again, deeper,
+    /// and the page is still full.
+    #[test]
+    fn a_page_of_shadowed_index_hits_is_made_up_from_deeper_ones() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let config = Config {
+            quiet_window: std::time::Duration::from_secs(3600),
+            max_wait: std::time::Duration::from_secs(3600),
+            ..Config::new(dir.path().join("s.db"))
+        };
+        actix::System::new().block_on(async move {
+            let memory = Memory::open(config)?;
+            // k30..k39 first, then k00..k29: ties in bm25 go to the most
+            // recent, so k00..k29 rank first.
+            let keys: Vec<String> = (30..40).chain(0..30).map(|i| format!("k{i:02}")).collect();
+            let mut receipts = Vec::new();
+            for k in &keys {
+                receipts.push(memory.save(SaveRequest::new("u", "notes", k, "green tea"))?);
+            }
+            memory.flush();
+            for r in &receipts {
+                r.indexed().await?;
+            }
+            // k00..k29 no longer mention tea (pending): their index rows
+            // are stale and fill the first pages of "tea".
+            for k in &keys[10..] {
+                memory.save(SaveRequest::new("u", "notes", k, "coffee now"))?;
+            }
+            let hits = memory.search("u", "tea", None, 5)?;
+            let got: Vec<&str> = hits.iter().map(|h| h.record.key.as_str()).collect();
+            assert_eq!(got.len(), 5, "{got:?}");
+            assert!(got.iter().all(|k| *k >= "k30"), "{got:?}");
+            assert_eq!(memory.search("u", "tea", None, 100)?.len(), 10);
+            assert_eq!(memory.search("u", "coffee", None, 100)?.len(), 30);
+            memory.shutdown().await
+        })
     }
 
     #[test]

@@ -52,7 +52,7 @@ SELECT namespace, category, key, value, metadata, version, updated_at,
 FROM mnemo.memories
 WHERE namespace = $1 AND NOT deleted AND tsv @@ $2::text::tsquery
   AND ($3::text IS NULL OR category = $3)
-ORDER BY rank DESC, updated_at DESC
+ORDER BY rank DESC, updated_at DESC, id DESC
 LIMIT $4";
 
 /// The namespace's vectors of a model that are current: embedded at the

@@ -232,7 +232,7 @@ pub(crate) fn search(
          FROM memories_fts JOIN memories m ON m.id = memories_fts.rowid
          WHERE memories_fts MATCH ?1 AND m.namespace = ?2 AND m.deleted = 0
            AND (?3 IS NULL OR m.category = ?3)
-         ORDER BY rank, m.updated_at DESC
+         ORDER BY rank, m.updated_at DESC, m.id DESC
          LIMIT ?4"
     );
     let mut st = conn.prepare_cached(&sql)?;
