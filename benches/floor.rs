@@ -24,7 +24,10 @@ use rusqlite::{params, Connection, TransactionBehavior};
 
 mod common;
 
-/// The engine's `memories` table and FTS5 table, as in `crates/mnemo/src/sqlite.rs`.
+/// The engine's `memories` table (`crates/mnemo/src/store/sqlite/schema.rs`)
+/// and FTS5 table (which the engine keeps in a file of its own,
+/// `store/sqlite/index_db.rs`; the raw loop keeps it in its one file and one
+/// transaction).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS memories (
     id          INTEGER PRIMARY KEY,
@@ -39,9 +42,11 @@ CREATE TABLE IF NOT EXISTS memories (
     created_at  INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL,
     deleted     INTEGER NOT NULL DEFAULT 0,
+    hlc         INTEGER NOT NULL DEFAULT 0,
     UNIQUE (namespace, category, key)
 );
 CREATE INDEX IF NOT EXISTS memories_by_change ON memories (change_seq);
+CREATE INDEX IF NOT EXISTS memories_tombstones ON memories (hlc) WHERE deleted = 1;
 CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5 (
     ns, key, category, value,
     content = '', contentless_delete = 1, tokenize = 'ascii'
@@ -50,8 +55,8 @@ CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5 (
 /// The engine's upsert, returning the row id for the FTS variant.
 const UPSERT: &str = "
 INSERT INTO memories (namespace, category, key, value, metadata, version, seq, change_seq,
-                      created_at, updated_at, deleted)
-VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, ?8, 0)
+                      created_at, updated_at, deleted, hlc)
+VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, ?8, 0, ?9)
 ON CONFLICT (namespace, category, key) DO UPDATE SET
     value = excluded.value,
     metadata = excluded.metadata,
@@ -60,10 +65,12 @@ ON CONFLICT (namespace, category, key) DO UPDATE SET
     change_seq = excluded.change_seq,
     updated_at = excluded.updated_at,
     created_at = CASE WHEN memories.deleted THEN excluded.created_at ELSE memories.created_at END,
-    deleted = 0
-WHERE memories.deleted = 1
-   OR memories.value IS NOT excluded.value
-   OR memories.metadata IS NOT excluded.metadata
+    deleted = 0,
+    hlc = excluded.hlc
+WHERE excluded.hlc >= memories.hlc
+  AND (memories.deleted = 1
+       OR memories.value IS NOT excluded.value
+       OR memories.metadata IS NOT excluded.metadata)
 RETURNING id, version";
 
 fn request(i: u64, round: u64) -> SaveRequest {
@@ -122,7 +129,8 @@ impl Raw {
                             None::<String>,
                             self.change,
                             self.change,
-                            now
+                            now,
+                            (now << 16) + self.change
                         ],
                         |row| Ok((row.get(0)?, row.get(1)?)),
                     )

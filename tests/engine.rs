@@ -563,7 +563,8 @@ fn dropping_the_last_handle_flushes(t: &Target) -> Result<()> {
     memory.shutdown_blocking()
 }
 
-// SQLite only: it rewrites SQLite's FTS5 table and `meta` row with rusqlite.
+// SQLite only: it rewrites the index file's FTS5 table and `index_meta` row
+// with rusqlite.
 #[test]
 fn an_index_built_by_another_normaliser_is_rebuilt_on_open() -> Result<()> {
     let db = common::temp_db();
@@ -574,12 +575,15 @@ fn an_index_built_by_another_normaliser_is_rebuilt_on_open() -> Result<()> {
     memory.shutdown_blocking()?;
     drop(memory);
     // As if an older normaliser had built the index: different tokens.
-    let conn = rusqlite::Connection::open(&db.path).unwrap();
+    let index = common::config(&db).index_path().unwrap();
+    let conn = rusqlite::Connection::open(&index).unwrap();
+    conn.execute("ATTACH DATABASE ?1 AS mem", [db.path.to_str().unwrap()])
+        .unwrap();
     conn.execute_batch(
         "DELETE FROM memories_fts;
          INSERT INTO memories_fts (rowid, ns, key, category, value)
            SELECT id, 'stale', key, category, value FROM memories;
-         UPDATE meta SET value = 1 WHERE name = 'normalizer_version';",
+         UPDATE index_meta SET value = 1 WHERE name = 'normalizer_version';",
     )
     .unwrap();
     drop(conn);

@@ -247,8 +247,8 @@ fn killed_between_commit_and_index_then_reopen_indexes_it() -> Result<()> {
     assert_eq!(query_i64(&db.path, "SELECT count(*) FROM memories"), 3);
     assert_eq!(
         query_i64(
-            &db.path,
-            "SELECT value FROM meta WHERE name = 'index_watermark'"
+            &config(&db).index_path().unwrap(),
+            "SELECT value FROM index_meta WHERE name = 'index_watermark'"
         ),
         0
     );

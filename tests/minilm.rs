@@ -164,7 +164,7 @@ fn hybrid_search_with_minilm_finds_paraphrases() -> mnemo::Result<()> {
         Ok::<_, Error>(())
     })?;
     let table_rows = common::query_i64(
-        &db.path,
+        &config.index_path().unwrap(),
         "SELECT count(*) FROM vector_models WHERE model_id LIKE 'all-minilm-l6-v2-%' AND dimension = 384",
     );
     assert_eq!(table_rows, 1);

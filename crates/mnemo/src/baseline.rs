@@ -14,7 +14,7 @@ use rusqlite::Connection;
 use crate::config::{Config, Synchronous};
 use crate::error::{Error, Result};
 use crate::model::{payload_for_save, SaveRequest, StoreOp, WriteOutcome};
-use crate::store::sqlite::{busy_slice, index_pending, open_connection, SqliteWriter};
+use crate::store::sqlite::{index_pending, open_indexer, SqliteWriter};
 use crate::store::{BatchWriter, ItemResult};
 
 /// A store where `save` blocks until the row is committed and indexed.
@@ -34,7 +34,7 @@ impl AwaitedStore {
             ..Config::new(path)
         };
         let writer = SqliteWriter::open(&config)?;
-        let index = open_connection(path, synchronous, busy_slice(config.busy_deadline))?;
+        let index = open_indexer(&config)?;
         Ok(AwaitedStore {
             config,
             writer,
@@ -109,7 +109,7 @@ mod tests {
         let mut s = AwaitedStore::open(&path, Synchronous::Full)?;
         let o = s.save(SaveRequest::new("n", "c", "k", "hello world"))?;
         assert_eq!(o, WriteOutcome::Inserted { version: 1 });
-        let conn = Connection::open(&path)?;
+        let conn = crate::store::sqlite::open_indexer(&Config::new(&path))?;
         let (w, last) = crate::store::sqlite::index_position(&conn)?;
         assert_eq!((w, last), (1, 1));
         Ok(())

@@ -169,6 +169,17 @@ impl Config {
         crate::store::shown_path(self)
     }
 
+    /// The index file beside an SQLite database, `<path>-index`: the
+    /// full-text index and the vectors, derived from the memories and
+    /// rebuilt from them at open when missing or damaged (so it need not be
+    /// backed up). `None` for PostgreSQL, which keeps them in its own tables.
+    pub fn index_path(&self) -> Option<PathBuf> {
+        match self.path.to_str() {
+            Some(url) if crate::store::is_postgres_url(url) => None,
+            _ => Some(crate::store::sqlite::index_path(&self.path)),
+        }
+    }
+
     /// The crash journal's folder: [`Config::journal_dir`] if set, else the
     /// default for the store (see there).
     pub fn journal_folder(&self) -> PathBuf {

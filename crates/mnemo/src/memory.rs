@@ -569,7 +569,8 @@ mod tests {
             rebuilt >= 3,
             "150 memories in batches of 64: {rebuilt} calls"
         );
-        let rebuilt_rows: i64 = rusqlite::Connection::open(&path)?.query_row(
+        let index_file = crate::store::sqlite::index_path(&path);
+        let rebuilt_rows: i64 = rusqlite::Connection::open(&index_file)?.query_row(
             &format!("SELECT count(*) FROM {table}"),
             [],
             |r| r.get(0),
@@ -584,7 +585,7 @@ mod tests {
             0,
             "the write lock was held while embedding"
         );
-        let conn = rusqlite::Connection::open(&path)?;
+        let conn = rusqlite::Connection::open(&index_file)?;
         let (n, watermark): (i64, i64) = conn.query_row(
             &format!(
                 "SELECT count(*), (SELECT watermark FROM vector_models WHERE table_name = '{table}')
@@ -595,7 +596,7 @@ mod tests {
         )?;
         assert_eq!(n, 200, "every memory has its vector");
         let index: i64 = conn.query_row(
-            "SELECT value FROM meta WHERE name = 'index_watermark'",
+            "SELECT value FROM index_meta WHERE name = 'index_watermark'",
             [],
             |r| r.get(0),
         )?;

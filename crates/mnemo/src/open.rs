@@ -25,7 +25,10 @@ pub(crate) fn prepare(
     let mut opened = store::open(config)?;
     let replayed = replay_orphans(opened.writer.as_mut(), config)?;
     if opened.index.reset_if_stale()? {
-        tracing::info!("the text normaliser changed: rebuilding the search index");
+        tracing::info!(
+            "the search index did not match the memories (another text normaliser, or another \
+             database's index): rebuilding it"
+        );
     }
     let caught_up = opened
         .index
@@ -37,6 +40,12 @@ pub(crate) fn prepare(
         );
     }
     let (watermark, last_change) = opened.index.position()?;
+    let purged = opened
+        .writer
+        .purge_tombstones(replayed.tombstone_horizon, watermark)?;
+    if purged > 0 {
+        tracing::debug!(purged, "tombstones no journal can outdate were purged");
+    }
     let next_seq = opened.writer.last_seq()? + 1;
     let clock_seen = opened.writer.max_hlc()?;
     let journal = if config.journal {

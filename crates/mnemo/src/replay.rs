@@ -38,6 +38,9 @@ pub(crate) struct Replay {
     pub unfinished: usize,
     /// What could not be read.
     pub lost: Recovery,
+    /// Tombstones stamped before this can be purged once indexed: no
+    /// journal on disk holds an older operation.
+    pub tombstone_horizon: u64,
 }
 
 /// Replays every orphaned journal of the database at `config.path`.
@@ -51,11 +54,7 @@ pub(crate) fn replay_orphans(store: &mut dyn BatchWriter, config: &Config) -> Re
         replay_one(store, config, orphan, &mut report)?;
     }
     store.prune_journal_marks(&dir)?;
-    let horizon = tombstone_horizon(&dir)?;
-    let purged = store.purge_tombstones(horizon)?;
-    if purged > 0 {
-        tracing::debug!(purged, "tombstones no journal can outdate were purged");
-    }
+    report.tombstone_horizon = tombstone_horizon(&dir)?;
     if report.records > 0 || report.lost.regions > 0 {
         tracing::info!(
             journals = report.journals,

@@ -114,9 +114,10 @@ pub(crate) trait BatchWriter: Send {
 
     /// Purges tombstones stamped before `horizon`, when no journal that
     /// could still replay an older save can exist (see
-    /// `crate::replay`). A store shared by machines whose journals this
-    /// process cannot see purges nothing.
-    fn purge_tombstones(&mut self, horizon: u64) -> Result<usize>;
+    /// `crate::replay`), and only those the index has seen (change up to
+    /// `indexed`), so no index entry outlives its row. A store shared by
+    /// machines whose journals this process cannot see purges nothing.
+    fn purge_tombstones(&mut self, horizon: u64, indexed: i64) -> Result<usize>;
 
     /// The last save sequence number committed by any engine.
     fn last_seq(&mut self) -> Result<u64>;

@@ -268,7 +268,7 @@ fn journal_marks_are_kept_per_machine_and_folder() {
         .expect("count")[0]
         .get(0);
     assert_eq!(left, 2, "other machines' marks are never pruned");
-    assert_eq!(w.purge_tombstones(u64::MAX).unwrap(), 0);
+    assert_eq!(w.purge_tombstones(u64::MAX, i64::MAX).unwrap(), 0);
 }
 
 #[test]

@@ -309,7 +309,7 @@ impl BatchWriter for PgWriter {
     /// Purges nothing: the journals of other machines, which may still hold
     /// an older save of a forgotten key, are invisible from here, so no
     /// tombstone can be known to be useless.
-    fn purge_tombstones(&mut self, _horizon: u64) -> Result<usize> {
+    fn purge_tombstones(&mut self, _horizon: u64, _indexed: i64) -> Result<usize> {
         Ok(0)
     }
 

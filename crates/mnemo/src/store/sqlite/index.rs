@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection};
 
 use crate::config::Config;
 use crate::embed::Embedder;
@@ -11,7 +11,10 @@ use crate::error::Result;
 use crate::store::{embedding_text, retry_busy, AttemptError, IndexPass, IndexStore};
 use crate::text::{namespace_token, normalize};
 
-use super::schema::{busy_slice, classify, meta, open_connection, set_meta};
+use super::index_db::{
+    begin_index_write, index_meta, open_index_connection, reset, set_index_meta, staleness, Stale,
+};
+use super::schema::{classify, meta};
 use super::vectors::{
     changed_rows, embed_rows, insert_vector, sync_vectors, vector_table, vectors_current,
 };
@@ -87,7 +90,7 @@ pub(super) fn pre_embed(
     e: &dyn Embedder,
     chunk: usize,
 ) -> rusqlite::Result<Prepared> {
-    let watermark = meta(conn, "index_watermark")?;
+    let watermark = index_meta(conn, "index_watermark")?;
     // The same rows as the chunk's (forgotten ones included, so the LIMIT
     // agrees), embedding only the live ones.
     let rows = changed_rows(conn, watermark, i64::MAX, chunk)?;
@@ -116,18 +119,18 @@ pub(super) fn index_chunk(
     let behind: bool = conn
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM memories
-             WHERE change_seq > (SELECT value FROM meta WHERE name = 'index_watermark'))",
+             WHERE change_seq > (SELECT value FROM index_meta WHERE name = 'index_watermark'))",
         )
         .and_then(|mut s| s.query_row([], |r| r.get(0)))
         .map_err(classify)?;
     if !behind {
-        let watermark = meta(conn, "index_watermark").map_err(classify)?;
+        let watermark = index_meta(conn, "index_watermark").map_err(classify)?;
         return Ok(IndexPass { rows: 0, watermark });
     }
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(classify)?;
-    let mut watermark = meta(&tx, "index_watermark").map_err(classify)?;
+    // The index file's write lock only: the writer keeps writing memories
+    // meanwhile (see `index_db`).
+    let tx = begin_index_write(conn).map_err(classify)?;
+    let mut watermark = index_meta(&tx, "index_watermark").map_err(classify)?;
     // Vectors move with the index only while they reflect it; a table
     // that lags (another engine indexed without them meanwhile) is left
     // alone here and rebuilt by the next `sync_vectors`.
@@ -210,54 +213,41 @@ pub(super) fn index_chunk(
     if rows > 0 {
         // Tombstones stay: they are purged at open, once no journal can
         // hold an older save of their key (`purge_tombstones`).
-        set_meta(&tx, "index_watermark", watermark).map_err(classify)?;
+        set_index_meta(&tx, "index_watermark", watermark).map_err(classify)?;
     }
     tx.commit().map_err(classify)?;
     Ok(IndexPass { rows, watermark })
 }
 
-/// Rebuilds the index from scratch if it was built by another version of
-/// the normaliser (see [`crate::text::NORMALIZER_VERSION`]): empties it and
-/// resets the watermark, so the catch-up that follows re-indexes every row.
-/// Returns whether it did.
-pub(crate) fn reset_index_if_stale(conn: &Connection) -> Result<bool> {
-    let version: Option<i64> = conn
-        .query_row(
-            "SELECT value FROM meta WHERE name = 'normalizer_version'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if version == Some(crate::text::NORMALIZER_VERSION) {
+/// Rebuilds the index from scratch if it does not match the memories: a
+/// new (or deleted) index file, one built by another version of the
+/// normaliser (see [`crate::text::NORMALIZER_VERSION`]), or one built for
+/// another memories file. Empties it and resets the watermark, so the
+/// catch-up that follows re-indexes every row. Returns whether an existing
+/// index was rebuilt (a new one is just built).
+pub(crate) fn reset_index_if_stale(conn: &mut Connection) -> Result<bool> {
+    let Some(why) = staleness(conn)? else {
         return Ok(false);
+    };
+    if why != Stale::New {
+        tracing::debug!(reason = ?why, "resetting the search index");
     }
-    // Vectors are built from the same tokens: every model's table is
-    // emptied too, and re-filled as the catch-up re-indexes.
-    let tables: Vec<String> = conn
-        .prepare("SELECT table_name FROM vector_models")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    let clear: String = tables.iter().map(|t| format!("DELETE FROM {t};")).collect();
-    conn.execute_batch(&format!(
-        "BEGIN IMMEDIATE;
-         {clear}
-         UPDATE vector_models SET watermark = 0;
-         DELETE FROM memories_fts;
-         UPDATE meta SET value = 0 WHERE name = 'index_watermark';
-         INSERT INTO meta (name, value) VALUES ('normalizer_version', {v})
-           ON CONFLICT (name) DO UPDATE SET value = excluded.value;
-         COMMIT;",
-        v = crate::text::NORMALIZER_VERSION
-    ))
-    .inspect_err(|_| {
-        let _ = conn.execute_batch("ROLLBACK");
-    })?;
-    Ok(version.is_some())
+    reset(conn)?;
+    Ok(why != Stale::New)
 }
 
-/// The index watermark and the last committed change, read together.
+/// An indexer's connection to `config.path`'s index file, the index reset
+/// first if it does not match the memories (what an engine's open does).
+pub(crate) fn open_indexer(config: &Config) -> Result<Connection> {
+    let mut conn = open_index_connection(config)?;
+    reset_index_if_stale(&mut conn)?;
+    Ok(conn)
+}
+
+/// The index watermark and the last committed change, read together (on
+/// the indexer's connection, which sees both files).
 pub(crate) fn index_position(conn: &Connection) -> Result<(i64, i64)> {
-    let watermark = meta(conn, "index_watermark")?;
+    let watermark = index_meta(conn, "index_watermark")?;
     let next = meta(conn, "next_change")?;
     Ok((watermark, next - 1))
 }
@@ -280,12 +270,7 @@ impl SqliteIndex {
 
     fn connection(&mut self) -> Result<&mut Connection> {
         if self.conn.is_none() {
-            let c = &self.config;
-            self.conn = Some(open_connection(
-                &c.path,
-                c.synchronous,
-                busy_slice(c.busy_deadline),
-            )?);
+            self.conn = Some(open_index_connection(&self.config)?);
         }
         // Just set above when it was None.
         Ok(self.conn.as_mut().expect("connection was just opened"))

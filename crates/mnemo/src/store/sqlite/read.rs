@@ -11,6 +11,7 @@ use crate::model::{MemoryRecord, SearchHit};
 use crate::store::{page_bound, Reader};
 use crate::text::{namespace_token, Query};
 
+use super::index_db::attach_index;
 use super::schema::{busy_slice, open_connection};
 use super::vectors::vector_table;
 
@@ -44,14 +45,14 @@ impl ReadPool {
                     self.config.synchronous,
                     busy_slice(self.config.busy_deadline),
                 )?;
-                // 16 MiB of page cache (SQLite's default is 2 MiB): a hybrid
-                // search reads every vector of the namespace (9 MB for 6,000
-                // e5 vectors), and through a cache smaller than the table
-                // each search read it again from the OS (recall_memory p50
-                // 36.8 -> 32.0 ms at 6,000 memories with e5,
-                // docs/benchmarks.md). Pages are taken as read, so a reader
-                // that reads little costs little.
-                c.pragma_update(None, "cache_size", -16384)?;
+                // 16 MiB of page cache for the index file (SQLite's default
+                // is 2 MiB): a hybrid search reads every vector of the
+                // namespace (9 MB for 6,000 e5 vectors), and through a cache
+                // smaller than the table each search read it again from the
+                // OS (recall_memory p50 36.8 -> 32.0 ms at 6,000 memories
+                // with e5, docs/benchmarks.md). Pages are taken as read, so
+                // a reader that reads little costs little.
+                attach_index(&c, &self.config.path, 16 * 1024)?;
                 c
             }
         };
@@ -269,7 +270,7 @@ pub(crate) fn vector_search(
     let current: bool = conn
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM vector_models WHERE table_name = ?1 AND dimension = ?2
-                AND watermark = (SELECT value FROM meta WHERE name = 'index_watermark'))",
+                AND watermark = (SELECT value FROM index_meta WHERE name = 'index_watermark'))",
         )?
         .query_row(params![&table, q.len() as i64], |r| r.get(0))?;
     if !current {

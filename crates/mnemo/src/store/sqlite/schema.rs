@@ -48,18 +48,14 @@ CREATE TABLE IF NOT EXISTS journal_marks (
     journal TEXT PRIMARY KEY,
     seq     INTEGER NOT NULL
 ) WITHOUT ROWID;
-INSERT OR IGNORE INTO meta (name, value) VALUES ('next_change', 1), ('index_watermark', 0), ('last_seq', 0), ('max_hlc', 0);
-CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5 (
-    ns, key, category, value,
-    content = '', contentless_delete = 1, tokenize = 'ascii'
-);
-CREATE TABLE IF NOT EXISTS vector_models (
-    model_id    TEXT PRIMARY KEY,
-    table_name  TEXT    NOT NULL UNIQUE,
-    dimension   INTEGER NOT NULL,
-    watermark   INTEGER NOT NULL
-) WITHOUT ROWID;
+INSERT OR IGNORE INTO meta (name, value) VALUES ('next_change', 1), ('last_seq', 0), ('max_hlc', 0);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('db_id', abs(random()));
 "#;
+
+/// Tombstones by stamp, so purging them costs the tombstones, not the
+/// table (created by `migrate` once `hlc` exists).
+pub(super) const TOMBSTONE_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS memories_tombstones ON memories (hlc) WHERE deleted = 1;";
 
 /// Opens a connection with the engine's pragmas: WAL, the configured
 /// `synchronous`, and a `busy_timeout` (the first line of defence against a
@@ -145,6 +141,10 @@ pub(crate) fn migrate(conn: &Connection) -> Result<()> {
                  WHERE name = 'max_hlc';",
             )?;
         }
+        conn.execute_batch(TOMBSTONE_INDEX)?;
+        if version < 4 {
+            drop_derived_data(conn)?;
+        }
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
     };
     upgrade().inspect_err(|_| {
@@ -154,8 +154,36 @@ pub(crate) fn migrate(conn: &Connection) -> Result<()> {
 }
 
 /// Bumped when the schema changes; stored in SQLite's `user_version`.
-/// 2: `vector_models`. 3: `memories.hlc`, `meta.max_hlc`.
-pub(super) const SCHEMA_VERSION: i64 = 3;
+/// 2: `vector_models`. 3: `memories.hlc`, `meta.max_hlc`. 4: the derived
+/// data (FTS index, vectors, watermark) moved to the index file
+/// (`index_db`), `meta.db_id`, the partial index `memories_tombstones`.
+pub(super) const SCHEMA_VERSION: i64 = 4;
+
+/// Version 3 → 4: drops the derived data a database of version 3 or older
+/// kept in its own file (the FTS table, the vector tables, their
+/// watermarks); the index file is built from the memories at open.
+fn drop_derived_data(conn: &Connection) -> rusqlite::Result<()> {
+    let has_models: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'vector_models')",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_models {
+        let tables: Vec<String> = conn
+            .prepare("SELECT table_name FROM vector_models")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for t in tables {
+            conn.execute_batch(&format!("DROP TABLE IF EXISTS {t};"))?;
+        }
+    }
+    conn.execute_batch(
+        "DROP TABLE IF EXISTS vector_models;
+         DROP TABLE IF EXISTS memories_fts;
+         DELETE FROM meta WHERE name IN ('index_watermark', 'normalizer_version')
+            OR name LIKE 'vector_rebuild:%';",
+    )
+}
 
 pub(super) fn meta(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
     conn.prepare_cached("SELECT value FROM meta WHERE name = ?1")?

@@ -34,6 +34,12 @@ fn op(seq: u64, ns: &str, key: &str, value: Option<&str>) -> StoreOp {
     }
 }
 
+/// An indexer's connection to the database at `path` (its index file tied
+/// to it, as an engine's open does).
+fn indexer(path: &Path) -> Result<Connection> {
+    open_indexer(&Config::new(path))
+}
+
 fn writer(dir: &tempfile::TempDir) -> (SqliteWriter, Config) {
     let config = Config::new(dir.path().join("t.db"));
     (SqliteWriter::open(&config).unwrap(), config)
@@ -215,7 +221,7 @@ fn tombstones_are_purged_only_below_the_horizon() -> Result<()> {
     outcome(&mut w, stamped(1, 10, "a", Some("v")));
     outcome(&mut w, stamped(2, 20, "a", None));
     outcome(&mut w, stamped(3, 40, "b", None));
-    let mut ix = open_connection(&config.path, Synchronous::Full, Duration::from_secs(1))?;
+    let mut ix = indexer(&config.path)?;
     index_pending(&mut ix, 100, Duration::from_secs(1))?;
     let tombstones = |w: &SqliteWriter| -> i64 {
         w.connection()
@@ -225,7 +231,13 @@ fn tombstones_are_purged_only_below_the_horizon() -> Result<()> {
             .unwrap()
     };
     assert_eq!(tombstones(&w), 2, "indexing keeps them");
-    assert_eq!(purge_tombstones(w.connection(), 30)?, 1);
+    let indexed = index_position(&ix)?.0;
+    assert_eq!(
+        purge_tombstones(w.connection(), 30, indexed - 1)?,
+        0,
+        "not before the index has seen them"
+    );
+    assert_eq!(purge_tombstones(w.connection(), 30, indexed)?, 1);
     assert_eq!(tombstones(&w), 1);
     assert_eq!(
         outcome(&mut w, stamped(4, 35, "b", Some("late"))),
@@ -243,7 +255,7 @@ fn index_follows_changes_and_search_is_namespaced() -> Result<()> {
         op(2, "bob", "hobby", Some("I like singing opera")),
     ])
     .unwrap();
-    let mut ix = open_connection(&config.path, Synchronous::Full, Duration::from_secs(1))?;
+    let mut ix = indexer(&config.path)?;
     let pass = index_pending(&mut ix, 1, Duration::from_secs(1))?;
     assert_eq!(
         pass,
@@ -297,7 +309,7 @@ fn ops(from: u64, to: u64, value: &str) -> Vec<StoreOp> {
 }
 
 fn connect(path: &Path) -> Connection {
-    open_connection(path, Synchronous::Full, Duration::from_secs(1)).unwrap()
+    indexer(path).unwrap()
 }
 
 /// A database holding `first`, indexed without vectors: the writer (to
@@ -356,7 +368,7 @@ fn a_rebuild_in_progress_is_left_to_its_owner_and_a_stale_one_is_taken_over() ->
         if n == 2 {
             let mut b = connect(&path);
             b.execute(
-                "UPDATE meta SET value = 0 WHERE name LIKE 'vector_rebuild:%'",
+                "UPDATE index_meta SET value = 0 WHERE name LIKE 'vector_rebuild:%'",
                 [],
             )
             .unwrap();
@@ -512,7 +524,7 @@ fn vectors_follow_the_index_and_are_namespaced() -> Result<()> {
         op(3, "bob", "garden", Some("Grows tomatoes too")),
     ])
     .unwrap();
-    let mut ix = open_connection(&config.path, Synchronous::Full, Duration::from_secs(1))?;
+    let mut ix = indexer(&config.path)?;
     // Indexed lexically first (another engine, say): the vectors catch up
     // on the first pass with an embedder.
     index_pending(&mut ix, 100, Duration::from_secs(1))?;
@@ -551,11 +563,12 @@ fn vectors_follow_the_index_and_are_namespaced() -> Result<()> {
     // A new normaliser clears the vectors with the FTS rows; the
     // catch-up re-embeds the live memories.
     ix.execute(
-        "INSERT OR REPLACE INTO meta (name, value) VALUES ('normalizer_version', -1)",
+        "INSERT OR REPLACE INTO index_meta (name, value) VALUES ('normalizer_version', -1)",
         [],
     )?;
-    assert!(reset_index_if_stale(&ix)?);
-    assert_eq!(vector_count(&ix, &table)?, 0);
+    assert!(reset_index_if_stale(&mut ix)?);
+    let models: i64 = ix.query_row("SELECT count(*) FROM vector_models", [], |r| r.get(0))?;
+    assert_eq!(models, 0, "the vector tables are dropped with the FTS rows");
     index_pending_with(&mut ix, 100, Duration::from_secs(1), Some(&e))?;
     assert_eq!(vector_count(&ix, &table)?, 2);
     let wm: i64 = ix.query_row(
@@ -568,20 +581,117 @@ fn vectors_follow_the_index_and_are_namespaced() -> Result<()> {
 }
 
 #[test]
-fn migrate_upgrades_a_version_1_database() -> Result<()> {
+fn migrate_moves_a_version_3_databases_index_out() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let (w, config) = writer(&dir);
-    w.connection()
-        .execute_batch("DROP TABLE vector_models; PRAGMA user_version = 1;")?;
-    drop(w);
-    let w = SqliteWriter::open(&config)?;
-    let n: i64 = w.connection().query_row(
-        "SELECT count(*) FROM sqlite_master WHERE name = 'vector_models'",
+    let config = Config::new(dir.path().join("v3.db"));
+    // A version 3 database as the previous release made it: the FTS table,
+    // the vector models and the watermark in the memories file.
+    let old = Connection::open(&config.path)?;
+    old.execute_batch(&format!(
+        "{SCHEMA}
+         CREATE VIRTUAL TABLE memories_fts USING fts5 (
+             ns, key, category, value,
+             content = '', contentless_delete = 1, tokenize = 'ascii');
+         CREATE TABLE vector_models (model_id TEXT PRIMARY KEY, table_name TEXT NOT NULL UNIQUE,
+             dimension INTEGER NOT NULL, watermark INTEGER NOT NULL) WITHOUT ROWID;
+         CREATE TABLE vectors_old (id INTEGER PRIMARY KEY, namespace TEXT, vector BLOB);
+         INSERT INTO vector_models VALUES ('old', 'vectors_old', 4, 1);
+         INSERT INTO meta (name, value) VALUES ('index_watermark', 1), ('normalizer_version', 2);
+         DELETE FROM meta WHERE name = 'db_id';
+         PRAGMA user_version = 3;"
+    ))?;
+    old.execute(
+        "INSERT INTO memories (namespace, category, key, value, version, seq, change_seq,
+                               created_at, updated_at, hlc) VALUES ('n', 'c', 'k', 'basil', 1, 1, 1, 5, 5, 5)",
         [],
-        |r| r.get(0),
     )?;
-    assert_eq!(n, 1);
-    migrate(w.connection())?;
+    old.execute("UPDATE meta SET value = 2 WHERE name = 'next_change'", [])?;
+    drop(old);
+    let w = SqliteWriter::open(&config)?;
+    let left: Vec<String> = w
+        .connection()
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE name IN
+               ('memories_fts', 'vector_models', 'vectors_old', 'memories_tombstones')",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    assert_eq!(left, ["memories_tombstones"]);
+    assert!(meta(w.connection(), "db_id")? > 0);
+    // The index file is built from the memories.
+    let mut ix = indexer(&config.path)?;
+    assert_eq!(index_position(&ix)?, (0, 1));
+    index_pending(&mut ix, 100, Duration::from_secs(1))?;
+    assert_eq!(search(&ix, "n", &Query::parse("basil"), None, 10)?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn the_index_file_is_rebuilt_when_deleted_damaged_or_another_databases() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (mut w, config) = writer(&dir);
+    w.write_batch(&ops(1, 20, "tomatoes basil")).unwrap();
+    let found = |ix: &mut Connection| -> Result<usize> {
+        index_pending(ix, 100, Duration::from_secs(1))?;
+        Ok(search(ix, "n", &Query::parse("basil"), None, 100)?.len())
+    };
+    let index = super::index_db::index_path(&config.path);
+    assert_eq!(found(&mut indexer(&config.path)?)?, 20);
+
+    // Deleted: built again.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", index.display()));
+    }
+    assert_eq!(found(&mut indexer(&config.path)?)?, 20);
+
+    // Damaged (not a database): deleted and built again.
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", index.display()));
+    }
+    std::fs::write(&index, vec![0x5a; 8192])?;
+    assert_eq!(found(&mut indexer(&config.path)?)?, 20);
+
+    // Another database's index (the memories file was replaced): reset.
+    let other = tempfile::tempdir()?;
+    let (mut w2, config2) = writer(&other);
+    w2.write_batch(&ops(1, 5, "passport office")).unwrap();
+    drop((w, w2));
+    let mut ix = indexer(&config.path)?;
+    index_pending(&mut ix, 100, Duration::from_secs(1))?;
+    drop(ix);
+    std::fs::copy(&index, super::index_db::index_path(&config2.path))?;
+    let mut ix2 = indexer(&config2.path)?;
+    index_pending(&mut ix2, 100, Duration::from_secs(1))?;
+    assert!(search(&ix2, "n", &Query::parse("basil"), None, 100)?.is_empty());
+    assert_eq!(
+        search(&ix2, "n", &Query::parse("passport"), None, 100)?.len(),
+        5
+    );
+    Ok(())
+}
+
+#[test]
+fn the_indexer_never_takes_the_memories_files_write_lock() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (mut w, config) = writer(&dir);
+    w.write_batch(&ops(1, 50, "tomatoes basil")).unwrap();
+    let mut ix = indexer(&config.path)?;
+    // An indexing transaction is open (index file locked) while the
+    // writer commits a batch: with one file it waited for the lock.
+    let tx = super::index_db::begin_index_write(&mut ix)?;
+    let n: i64 = tx.query_row("SELECT count(*) FROM memories", [], |r| r.get(0))?;
+    assert_eq!(n, 50);
+    let blocker = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut w2 = SqliteWriter::open(&config).unwrap();
+            w2.write_batch(&ops(51, 60, "passport")).map(|_| ())
+        })
+        .join()
+        .unwrap()
+    });
+    assert!(blocker.is_ok(), "the writer waited for the indexer");
+    tx.commit()?;
+    drop(w);
     Ok(())
 }
 

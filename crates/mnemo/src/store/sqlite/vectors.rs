@@ -3,14 +3,15 @@
 
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::embed::{is_zero, to_blob, Embedder};
 use crate::error::Result;
 use crate::model::now_ms;
 use crate::store::{retry_busy, AttemptError};
 
-use super::schema::{classify, meta};
+use super::index_db::{begin_index_write, index_meta};
+use super::schema::classify;
 use crate::store::embedding_text;
 
 /// The vector table for a model id: `vectors_` + the id with every
@@ -55,7 +56,7 @@ pub(super) const REBUILD_STALE_MS: i64 = 60_000;
 /// leaves the rest to the next indexing pass.
 pub(super) const SYNC_ROUNDS: usize = 8;
 
-/// The `meta` row holding the time a rebuild of `model_id` last made
+/// The `index_meta` row holding the time a rebuild of `model_id` last made
 /// progress.
 pub(super) fn heartbeat_name(model_id: &str) -> String {
     format!("vector_rebuild:{model_id}")
@@ -63,7 +64,7 @@ pub(super) fn heartbeat_name(model_id: &str) -> String {
 
 pub(super) fn beat(tx: &Connection, model_id: &str) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO meta (name, value) VALUES (?1, ?2)
+        "INSERT INTO index_meta (name, value) VALUES (?1, ?2)
          ON CONFLICT (name) DO UPDATE SET value = excluded.value",
     )?
     .execute(params![heartbeat_name(model_id), now_ms()])?;
@@ -84,7 +85,7 @@ pub(super) fn vector_model(
 /// heartbeat is recent).
 pub(super) fn rebuild_in_progress(conn: &Connection, e: &dyn Embedder) -> rusqlite::Result<bool> {
     let beat: Option<i64> = conn
-        .prepare_cached("SELECT value FROM meta WHERE name = ?1")?
+        .prepare_cached("SELECT value FROM index_meta WHERE name = ?1")?
         .query_row([heartbeat_name(e.model_id())], |r| r.get(0))
         .optional()?;
     Ok(beat.is_some_and(|t| now_ms() - t < REBUILD_STALE_MS))
@@ -180,7 +181,7 @@ pub(super) fn sync_vectors(
 ) -> Result<()> {
     let dim = e.dimension() as i64;
     for _ in 0..SYNC_ROUNDS {
-        let index = meta(conn, "index_watermark")?;
+        let index = index_meta(conn, "index_watermark")?;
         match vector_model(conn, e)? {
             Some((d, w)) if d == dim && w == index => return Ok(()),
             Some((d, w)) if d == dim && w >= 0 => catch_up_vectors(conn, e, w, busy_deadline)?,
@@ -217,10 +218,8 @@ pub(super) fn rebuild_vectors(
     let dim = e.dimension() as i64;
     let token = -1 - fastrand::i64(0..i64::MAX - 1);
     let claimed = retry_busy(busy_deadline, || {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(classify)?;
-        let target = meta(&tx, "index_watermark").map_err(classify)?;
+        let tx = begin_index_write(conn).map_err(classify)?;
+        let target = index_meta(&tx, "index_watermark").map_err(classify)?;
         match vector_model(&tx, e).map_err(classify)? {
             Some((d, w))
                 if d == dim && (w >= 0 || rebuild_in_progress(&tx, e).map_err(classify)?) =>
@@ -276,9 +275,7 @@ pub(super) fn rebuild_vectors(
         after_id = last.0;
         let vectors = embed_rows(e, &rows);
         let ours = retry_busy(busy_deadline, || {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(classify)?;
+            let tx = begin_index_write(conn).map_err(classify)?;
             if !still_ours(&tx)? {
                 return Ok(false);
             }
@@ -298,9 +295,7 @@ pub(super) fn rebuild_vectors(
         written += rows.len();
     }
     retry_busy(busy_deadline, || {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(classify)?;
+        let tx = begin_index_write(conn).map_err(classify)?;
         if still_ours(&tx)? {
             tx.execute(
                 "UPDATE vector_models SET watermark = ?2 WHERE model_id = ?1",
@@ -308,7 +303,7 @@ pub(super) fn rebuild_vectors(
             )
             .map_err(classify)?;
             tx.execute(
-                "DELETE FROM meta WHERE name = ?1",
+                "DELETE FROM index_meta WHERE name = ?1",
                 [heartbeat_name(e.model_id())],
             )
             .map_err(classify)?;
@@ -339,7 +334,7 @@ pub(super) fn catch_up_vectors(
 ) -> Result<()> {
     let table = vector_table(e.model_id());
     loop {
-        let to = meta(conn, "index_watermark")?;
+        let to = index_meta(conn, "index_watermark")?;
         if from >= to {
             return Ok(());
         }
@@ -352,9 +347,7 @@ pub(super) fn catch_up_vectors(
         };
         let vectors = embed_rows(e, &rows);
         let moved = retry_busy(busy_deadline, || {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(classify)?;
+            let tx = begin_index_write(conn).map_err(classify)?;
             if vector_model(&tx, e).map_err(classify)?.map(|m| m.1) != Some(from) {
                 return Ok(false);
             }

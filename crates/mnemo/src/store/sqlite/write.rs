@@ -444,8 +444,8 @@ impl BatchWriter for SqliteWriter {
         prune_journal_marks(&self.conn, journal_dir)
     }
 
-    fn purge_tombstones(&mut self, horizon: u64) -> Result<usize> {
-        purge_tombstones(&self.conn, horizon)
+    fn purge_tombstones(&mut self, horizon: u64, indexed: i64) -> Result<usize> {
+        purge_tombstones(&self.conn, horizon, indexed)
     }
 
     fn last_seq(&mut self) -> Result<u64> {
@@ -500,28 +500,32 @@ pub(crate) fn prune_journal_marks(conn: &Connection, journal_dir: &Path) -> Resu
     Ok(pruned)
 }
 
-/// Purges tombstones stamped before `horizon` (and already out of the
-/// index). A tombstone keeps a forgotten key from coming back when a save
+/// Purges tombstones stamped before `horizon` and already out of the index
+/// (changes up to `indexed`). A tombstone keeps a forgotten key from coming back when a save
 /// accepted before the forget arrives late (a dead engine's journal); no
 /// journal on disk holds an operation older than `horizon`, so those
 /// tombstones have nothing left to stop.
 ///
 /// Housekeeping: it looks first (a read), and gives up at once if another
 /// writer holds the lock (the next open purges them).
-pub(crate) fn purge_tombstones(conn: &Connection, horizon: u64) -> Result<usize> {
-    const WHERE: &str = "deleted = 1 AND hlc < ?1
-        AND change_seq <= (SELECT value FROM meta WHERE name = 'index_watermark')";
+///
+/// Its cost follows the tombstones, not the table: both statements read the
+/// partial index `memories_tombstones`.
+pub(crate) fn purge_tombstones(conn: &Connection, horizon: u64, indexed: i64) -> Result<usize> {
+    const WHERE: &str = "deleted = 1 AND hlc < ?1 AND change_seq <= ?2";
     let any: bool = conn.query_row(
-        &format!("SELECT EXISTS (SELECT 1 FROM memories WHERE {WHERE})"),
-        [horizon as i64],
+        &format!(
+            "SELECT EXISTS (SELECT 1 FROM memories INDEXED BY memories_tombstones WHERE {WHERE})"
+        ),
+        params![horizon as i64, indexed],
         |r| r.get(0),
     )?;
     if !any {
         return Ok(0);
     }
     match conn.execute(
-        &format!("DELETE FROM memories WHERE {WHERE}"),
-        [horizon as i64],
+        &format!("DELETE FROM memories INDEXED BY memories_tombstones WHERE {WHERE}"),
+        params![horizon as i64, indexed],
     ) {
         Ok(n) => Ok(n),
         Err(e) if matches!(classify_ref(&e), AttemptError::Busy) => Ok(0),
