@@ -593,3 +593,36 @@ fn an_index_built_by_another_normaliser_is_rebuilt_on_open() -> Result<()> {
     assert!(!hits[0].fresh);
     memory.shutdown_blocking()
 }
+
+// The indexer's thread runs below the rest of the process (Linux: nice is
+// per thread), so indexing takes only the CPU the writer and the agent
+// leave idle. Read from /proc, as `ps -L` would show it.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_indexer_thread_runs_at_a_lower_priority() -> Result<()> {
+    let db = common::temp_db();
+    let memory = Memory::open(common::config(&db))?;
+    memory.save(req("u", "c", "k", "v"))?.wait_indexed()?;
+    // Field 19 of /proc/<pid>/task/<tid>/stat is the nice value (fields
+    // counted after the parenthesised name, which may hold spaces).
+    let nice = |stat: &str| -> i32 {
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        after.split(' ').nth(16).unwrap().parse().unwrap()
+    };
+    let own = nice(&std::fs::read_to_string("/proc/thread-self/stat").unwrap());
+    let mut indexers = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() == "mnemo-indexer" {
+            indexers.push(nice(&std::fs::read_to_string(dir.join("stat")).unwrap()));
+        }
+    }
+    // Other tests of this binary may run engines beside this one.
+    assert!(!indexers.is_empty(), "the indexer thread is named");
+    assert!(
+        indexers.iter().all(|&n| n == (own + 10).min(19)),
+        "nice {own} + 10: {indexers:?}"
+    );
+    memory.shutdown_blocking()
+}

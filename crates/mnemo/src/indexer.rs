@@ -178,6 +178,43 @@ fn skip_indexing() -> bool {
 
 impl Actor for RagIndexer {
     type Context = SyncContext<Self>;
+
+    fn started(&mut self, _: &mut Self::Context) {
+        background_thread("mnemo-indexer");
+    }
+}
+
+/// How much lower than the rest of the process the indexer's thread runs
+/// (a nice value added to the process's).
+const INDEXER_NICE: i32 = 10;
+
+/// Names this thread and lowers its priority by [`INDEXER_NICE`]. Indexing
+/// is derived work: on a machine with few cores (two, in the benchmarks) it
+/// shared the CPU evenly with the writer and with the agent's own threads,
+/// and a burst's commits slowed down while the previous batches were being
+/// indexed. At a lower priority it takes the cores they leave idle, which
+/// between bursts is all of them. Linux only (a nice value is per thread
+/// there); elsewhere a no-op. A failure is harmless and ignored.
+fn background_thread(name: &str) {
+    #[cfg(target_os = "linux")]
+    {
+        let name = std::ffi::CString::new(name).unwrap_or_default();
+        // SAFETY: plain system calls on this thread: PR_SET_NAME reads a
+        // NUL-terminated string of at most 16 bytes (longer is truncated by
+        // the kernel); getpriority/setpriority take the thread's id, which
+        // `gettid` returns. Errors are reported by return values, ignored.
+        unsafe {
+            libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0);
+            let tid = libc::gettid() as libc::id_t;
+            *libc::__errno_location() = 0;
+            let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+            if *libc::__errno_location() == 0 {
+                libc::setpriority(libc::PRIO_PROCESS, tid, (now + INDEXER_NICE).min(19));
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = name;
 }
 
 impl Handler<IndexBatch> for RagIndexer {
