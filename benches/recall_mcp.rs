@@ -58,9 +58,10 @@ const NS: &str = "user-7";
 const MEMORIES: usize = 6_000;
 /// Memories in the namespace under `cargo test --benches`.
 const TEST_MEMORIES: usize = 100;
-/// Change when the corpus (or how it is built) changes: a cached database
-/// with another version is rebuilt.
-const CORPUS_VERSION: u32 = 1;
+/// Change when the corpus (or how it is built, or the database's layout)
+/// changes: a cached database with another version is rebuilt. 2: the index
+/// moved to a file of its own.
+const CORPUS_VERSION: u32 = 2;
 /// Saves per flushed chunk while building (one progress line each).
 const CHUNK: usize = 500;
 /// Calls before any timing, per server.
@@ -779,9 +780,10 @@ fn data_dir() -> PathBuf {
     target.join("bench-data")
 }
 
-/// Removes a database file, its WAL files and its journal folder.
+/// Removes a database file, its index file, their WAL files and its journal
+/// folder.
 fn remove_database(path: &Path) {
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["", "-wal", "-shm", "-index", "-index-wal", "-index-shm"] {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);
         let _ = std::fs::remove_file(PathBuf::from(p));
