@@ -9,12 +9,13 @@ use crate::config::Config;
 use crate::embed::Embedder;
 use crate::error::Result;
 use crate::store::{embedding_text, retry_busy, AttemptError, IndexPass, IndexStore};
-use crate::text::{namespace_token, normalize};
+use crate::text::normalize;
 
 use super::index_db::{
     begin_index_write, index_meta, open_index_connection, reset, set_index_meta, staleness, Stale,
 };
 use super::schema::{classify, meta};
+use super::terms::{scope, scoped_text};
 use super::vectors::{
     changed_rows, embed_rows, insert_vector, sync_vectors, vector_table, vectors_current,
 };
@@ -191,13 +192,14 @@ pub(super) fn index_chunk(
                     };
                     insert_vector(&tx, *e, table, id, &ns, &v).map_err(classify)?;
                 }
+                let scope = scope(&ns);
                 insert
                     .execute(params![
                         id,
-                        namespace_token(&ns),
-                        normalize(&key),
-                        normalize(&category),
-                        normalize(&value)
+                        scope,
+                        scoped_text(&scope, &normalize(&key)),
+                        scoped_text(&scope, &normalize(&category)),
+                        scoped_text(&scope, &normalize(&value))
                     ])
                     .map_err(classify)?;
             }

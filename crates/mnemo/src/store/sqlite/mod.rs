@@ -7,6 +7,7 @@
 //! - `index_db`: the index file beside the memories file, which holds the
 //!   derived data (its schema, connections, staleness, reset).
 //! - `index`: the FTS index steps and its watermark.
+//! - `terms`: the index's terms, scoped to their namespace.
 //! - `vectors`: hybrid retrieval's vector tables.
 //! - `read`: the read pool and every read.
 //!
@@ -28,8 +29,9 @@
 //! - `index_meta`: `index_watermark` (every change up to it is indexed),
 //!   `normalizer_version`, `source_db` (the memories file's `db_id`), and
 //!   vector rebuilds' heartbeats.
-//! - `memories_fts`: contentless FTS5 over normalised text, rowid =
-//!   `memories.id`, plus a namespace token column.
+//! - `memories_fts`: contentless FTS5 over normalised text, each token
+//!   scoped to its namespace (`terms`), rowid = `memories.id`, plus a
+//!   namespace token column.
 //! - `vector_models`: one row per embedder model id that has vectors: its
 //!   table, dimension and the change number its vectors reflect.
 //! - `vectors_<model>` (one per model id, created by the indexer when hybrid
@@ -46,6 +48,7 @@ mod index;
 mod index_db;
 mod read;
 mod schema;
+mod terms;
 mod vectors;
 mod write;
 

@@ -9,10 +9,11 @@ use crate::embed::{is_zero, to_blob};
 use crate::error::Result;
 use crate::model::{MemoryRecord, SearchHit};
 use crate::store::{page_bound, Reader};
-use crate::text::{namespace_token, Query};
+use crate::text::Query;
 
 use super::index_db::attach_index;
 use super::schema::{busy_slice, open_connection};
+use super::terms::{fts_query, scope};
 use super::vectors::vector_table;
 
 /// bm25 column weights: namespace token, key, category, value. Key and
@@ -224,10 +225,10 @@ pub(crate) fn search(
     category: Option<&str>,
     limit: usize,
 ) -> Result<Vec<SearchHit>> {
-    let Some(expr) = query.fts_expression() else {
+    // Scoped terms: FTS5 reads only this namespace's document lists.
+    let Some(expr) = fts_query(&scope(ns), query) else {
         return Ok(Vec::new());
     };
-    let expr = format!("ns : \"{}\" AND {expr}", namespace_token(ns));
     let sql = format!(
         "SELECT m.namespace, m.category, m.key, m.value, m.metadata, m.version, m.updated_at, {BM25} AS rank
          FROM memories_fts JOIN memories m ON m.id = memories_fts.rowid
