@@ -12,7 +12,10 @@
 //!
 //! - `rare`: one vocabulary word (in ~0.6% of memories),
 //! - `typical`: three vocabulary words (any of them, ~1.8%),
-//! - `common`: one topic word (10% of memories: 1,000 or 10,000 rows to rank).
+//! - `common`: one topic word (10% of memories: 1,000 or 10,000 rows to rank);
+//!
+//! and, in one category, `common` in its topic's category and `typical` in
+//! one topic's category.
 //!
 //! Percentiles are printed from individually timed calls; criterion reports
 //! the means.
@@ -88,6 +91,23 @@ fn searches(c: &mut Criterion, memory: &Memory, words: &Words, size: &str) {
             let times = timed(1_000, |i| {
                 let hits = memory.search(NS, &query(words, kind, i), None, 10).unwrap();
                 assert!(!hits.is_empty());
+            });
+            print_percentiles(&id, times);
+        }
+    }
+    // In one category: a topic word in its own category (every match is in
+    // it), and three vocabulary words in one topic's category (a tenth of
+    // their matches are).
+    for kind in ["common", "typical"] {
+        let id = format!("search_{size}/{kind}_in_category");
+        if selected(&id) {
+            let times = timed(1_000, |i| {
+                let category = TOPICS[i % TOPICS.len()];
+                let hits = memory
+                    .search(NS, &query(words, kind, i), Some(category), 10)
+                    .unwrap();
+                assert!(!hits.is_empty());
+                assert!(hits.iter().all(|h| h.record.category == category));
             });
             print_percentiles(&id, times);
         }

@@ -216,8 +216,17 @@ pub(super) fn list_page_sql(one_category: bool) -> String {
     )
 }
 
-/// Indexed memories matching `query` in one namespace, best first (bm25, then
-/// most recent).
+/// Indexed memories matching `query` in one namespace, best first (bm25,
+/// then the most recently created: the highest id).
+///
+/// Without a category, in two steps: rank in the FTS table alone (the
+/// namespace's scoped terms, `terms`), then read only the best memories by
+/// id. Joining every match to its memory before ranking read 10,000 rows to
+/// return ten for a word in 10% of 100,000 memories (more than half of that
+/// search's time). A ranked id whose memory is gone (forgotten, or another
+/// namespace's after a hash collision) is skipped, and the ranking asked
+/// again four times deeper while the page is short; the order is total, so a
+/// deeper ranking extends a shallower one.
 pub(crate) fn search(
     conn: &Connection,
     ns: &str,
@@ -225,16 +234,62 @@ pub(crate) fn search(
     category: Option<&str>,
     limit: usize,
 ) -> Result<Vec<SearchHit>> {
-    // Scoped terms: FTS5 reads only this namespace's document lists.
     let Some(expr) = fts_query(&scope(ns), query) else {
         return Ok(Vec::new());
     };
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    if let Some(category) = category {
+        return search_in_category(conn, ns, &expr, category, limit);
+    }
+    let mut ranking = conn.prepare_cached(&format!(
+        "SELECT rowid, {BM25} AS rank FROM memories_fts WHERE memories_fts MATCH ?1
+         ORDER BY rank, rowid DESC LIMIT ?2"
+    ))?;
+    let mut read_one = conn.prepare_cached(&format!(
+        "SELECT {RECORD_COLUMNS} FROM memories WHERE id = ?1 AND namespace = ?2 AND deleted = 0"
+    ))?;
+    let mut hits = Vec::with_capacity(limit);
+    let (mut seen, mut depth) = (0, limit);
+    loop {
+        let ranked: Vec<(i64, f64)> = ranking
+            .query_map(params![expr, depth as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for &(id, rank) in ranked.iter().skip(seen) {
+            if let Some(record) = read_one.query_row(params![id, ns], record).optional()? {
+                hits.push(SearchHit {
+                    record,
+                    score: -rank,
+                    fresh: false,
+                });
+                if hits.len() == limit {
+                    return Ok(hits);
+                }
+            }
+        }
+        if ranked.len() < depth {
+            return Ok(hits);
+        }
+        seen = ranked.len();
+        depth = depth.saturating_mul(4);
+    }
+}
+
+/// [`search`] in one category: the category is a column of `memories`, so
+/// each match is joined with its memory before ranking.
+fn search_in_category(
+    conn: &Connection,
+    ns: &str,
+    expr: &str,
+    category: &str,
+    limit: usize,
+) -> Result<Vec<SearchHit>> {
     let sql = format!(
         "SELECT m.namespace, m.category, m.key, m.value, m.metadata, m.version, m.updated_at, {BM25} AS rank
          FROM memories_fts JOIN memories m ON m.id = memories_fts.rowid
-         WHERE memories_fts MATCH ?1 AND m.namespace = ?2 AND m.deleted = 0
-           AND (?3 IS NULL OR m.category = ?3)
-         ORDER BY rank, m.updated_at DESC, m.id DESC
+         WHERE memories_fts MATCH ?1 AND m.namespace = ?2 AND m.deleted = 0 AND m.category = ?3
+         ORDER BY rank, m.id DESC
          LIMIT ?4"
     );
     let mut st = conn.prepare_cached(&sql)?;

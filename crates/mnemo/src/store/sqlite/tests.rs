@@ -719,3 +719,27 @@ fn migrate_gives_a_version_2_database_its_clock() -> Result<()> {
     assert_eq!(outcome(&mut w, newer), WriteOutcome::Updated { version: 2 });
     Ok(())
 }
+
+#[test]
+fn ranked_rows_whose_memory_is_gone_are_made_up_from_deeper() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (mut w, config) = writer(&dir);
+    w.write_batch(&ops(1, 30, "tomatoes basil")).unwrap();
+    let mut ix = indexer(&config.path)?;
+    index_pending(&mut ix, 100, Duration::from_secs(1))?;
+    // The 25 newest are forgotten and not yet indexed: the index still
+    // ranks them first (equal scores, newest first).
+    let forgets: Vec<StoreOp> = (6..=30)
+        .map(|i| op(100 + i, "n", &format!("k{i}"), None))
+        .collect();
+    w.write_batch(&forgets).unwrap();
+    let hits = search(&ix, "n", &Query::parse("basil"), None, 3)?;
+    let keys: Vec<&str> = hits.iter().map(|h| h.record.key.as_str()).collect();
+    assert_eq!(keys, ["k5", "k4", "k3"], "live rows, newest first");
+    assert_eq!(search(&ix, "n", &Query::parse("basil"), None, 50)?.len(), 5);
+    // The category form agrees.
+    let hits = search(&ix, "n", &Query::parse("basil"), Some("c"), 3)?;
+    let keys: Vec<&str> = hits.iter().map(|h| h.record.key.as_str()).collect();
+    assert_eq!(keys, ["k5", "k4", "k3"]);
+    Ok(())
+}
