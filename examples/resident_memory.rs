@@ -15,13 +15,21 @@
 //!   batch size large enough that nothing is flushed; N saves are made and
 //!   stay pending (overlay, inbox, journal; receipts are dropped, as a tool
 //!   call that does not await them would). RSS with all N pending, then after
-//!   they are flushed and indexed (same process: what the allocator keeps).
+//!   they are flushed and indexed (same process: what the allocator keeps),
+//!   and once more after 3 s idle (the writer returns freed heap when idle).
 //!
 //! A memory here is one user's: a category (topic word), a key
 //! (`memory-<n>`), and a value of about 100 bytes (twelve word-like tokens).
+//!
+//! Besides RSS, a counting global allocator reports the heap the process
+//! holds: live bytes asked for, live blocks, and an estimate of what glibc's
+//! malloc spends on them (each block rounded up to 16 bytes with an 8-byte
+//! header, 32 at least); the pending case divides the growth by N.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use mnemo::{Config, Memory};
@@ -31,6 +39,99 @@ mod common;
 use common::{Words, TOPICS};
 
 const NS: &str = "user-42";
+
+/// The system allocator, counting what is live. Relaxed counters: totals
+/// read between phases, not a synchronisation point.
+struct Counting;
+
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+static LIVE_BLOCKS: AtomicUsize = AtomicUsize::new(0);
+/// What glibc's malloc takes for the live blocks (see the module doc).
+static LIVE_CHUNKS: AtomicUsize = AtomicUsize::new(0);
+
+fn chunk(size: usize) -> usize {
+    ((size + 8 + 15) & !15).max(32)
+}
+
+fn counted(size: usize) {
+    LIVE_BYTES.fetch_add(size, Relaxed);
+    LIVE_BLOCKS.fetch_add(1, Relaxed);
+    LIVE_CHUNKS.fetch_add(chunk(size), Relaxed);
+}
+
+fn uncounted(size: usize) {
+    LIVE_BYTES.fetch_sub(size, Relaxed);
+    LIVE_BLOCKS.fetch_sub(1, Relaxed);
+    LIVE_CHUNKS.fetch_sub(chunk(size), Relaxed);
+}
+
+// SAFETY: every call is passed to `System` unchanged; the counters only
+// observe.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc(layout);
+        if !p.is_null() {
+            counted(layout.size());
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc_zeroed(layout);
+        if !p.is_null() {
+            counted(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout);
+        uncounted(layout.size());
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = System.realloc(ptr, layout, new_size);
+        if !p.is_null() {
+            uncounted(layout.size());
+            counted(new_size);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Live heap: (bytes asked for, blocks, malloc's estimated footprint).
+#[derive(Clone, Copy)]
+struct Heap {
+    bytes: usize,
+    blocks: usize,
+    chunks: usize,
+}
+
+fn heap() -> Heap {
+    Heap {
+        bytes: LIVE_BYTES.load(Relaxed),
+        blocks: LIVE_BLOCKS.load(Relaxed),
+        chunks: LIVE_CHUNKS.load(Relaxed),
+    }
+}
+
+fn report_heap(label: &str, base: Heap, n: u64) {
+    let h = heap();
+    let per = |now: usize, then: usize| (now as f64 - then as f64) / n as f64;
+    println!(
+        "{label:<58} heap {:>7.1} MiB live in {} blocks (~{:.1} MiB with malloc's headers); \
+         per save: {:.0} B in {:.2} blocks (~{:.0} B)",
+        h.bytes as f64 / (1 << 20) as f64,
+        h.blocks,
+        h.chunks as f64 / (1 << 20) as f64,
+        per(h.bytes, base.bytes),
+        per(h.blocks, base.blocks),
+        per(h.chunks, base.chunks),
+    );
+}
 
 /// `VmRSS`, `RssAnon`, `RssFile` and `VmHWM` in KiB.
 fn status() -> [u64; 4] {
@@ -107,30 +208,54 @@ fn pending(dir: &Path, n: u64) {
     c.quiet_window = Duration::from_secs(600);
     c.max_wait = Duration::from_secs(600);
     c.max_batch = n as usize + 1;
+    // The default 4 MiB would flush a batch every ~30k saves.
+    c.max_batch_bytes = 1 << 30;
     c.max_pending = n as usize + 1;
     let memory = Memory::open(c).unwrap();
     report("pending: empty engine");
+    let base = heap();
+    report_heap("", base, n);
     // Receipts are dropped as a tool call that does not await them would;
     // only the last is kept, to learn when everything is indexed.
     let mut last = None;
+    // Keys and values saved, and the capacity their strings hold beyond
+    // that (the caller's allocation, moved into the engine).
+    let (mut payload, mut slack) = (0, 0);
     for i in 0..n {
-        last = Some(memory.save(words.request(NS, i, 0)).unwrap());
+        let r = words.request(NS, i, 0);
+        let parts = [&r.namespace, &r.category, &r.key, &r.value];
+        payload += parts.iter().map(|s| s.len()).sum::<usize>();
+        slack += parts.iter().map(|s| s.capacity() - s.len()).sum::<usize>();
+        last = Some(memory.save(r).unwrap());
     }
     let s = memory.stats();
     assert_eq!(s.pending, n as usize);
     report(&format!("pending: {n} saves pending"));
+    report_heap("", base, n);
     println!(
-        "{:<58} {} bytes of keys and values pending, {} journal bytes, {} overlay keys",
-        "", s.pending_bytes, s.journal_bytes, s.overlay_keys
+        "{:<58} {} bytes of keys and values pending ({:.0} B a save; the requests' \
+         strings held {:.0} B more capacity), {} journal bytes, {} overlay keys",
+        "",
+        s.pending_bytes,
+        payload as f64 / n as f64,
+        slack as f64 / n as f64,
+        s.journal_bytes,
+        s.overlay_keys
     );
     memory.flush();
-    last.unwrap().wait_indexed().unwrap();
+    last.take().unwrap().wait_indexed().unwrap();
     report(&format!("pending: after those {n} are committed + indexed"));
+    report_heap("", base, n);
     println!(
         "{:<58} {} overlay keys left",
         "",
         memory.stats().overlay_keys
     );
+    // The writer gives the freed heap back to the system once it has been
+    // idle, with the index caught up, at two checks a second apart.
+    std::thread::sleep(Duration::from_secs(3));
+    report("pending: the same, 3 s later (engine idle)");
+    report_heap("", base, n);
     memory.shutdown_blocking().unwrap();
 }
 

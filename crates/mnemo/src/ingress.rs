@@ -99,6 +99,15 @@ pub(crate) struct Accepted {
     pub wake: bool,
 }
 
+/// Gives back a string's spare room when it would make malloc's block
+/// smaller (blocks come in 16-byte steps): an in-place shrink, outside any
+/// lock.
+fn shrink(s: &mut String) {
+    if s.capacity() - s.len() >= 16 {
+        s.shrink_to_fit();
+    }
+}
+
 impl Shared {
     /// `clock_seen`: the largest operation stamp committed so far, so new
     /// stamps come after it.
@@ -127,7 +136,7 @@ impl Shared {
     }
 
     /// Accepts a validated operation. Never blocks beyond one short lock.
-    pub fn accept(&self, payload: OpPayload) -> Result<Accepted> {
+    pub fn accept(&self, mut payload: OpPayload) -> Result<Accepted> {
         let bytes = payload.bytes();
         // Reserve room first; undo if over the bound. Relaxed is enough: the
         // bound is a budget, not a synchronisation point.
@@ -145,6 +154,20 @@ impl Shared {
                 pending: n - 1,
                 pending_bytes: b - bytes,
             });
+        }
+        // The caller's strings may hold room beyond their text (a value
+        // built by pushing holds up to twice it): the bound counts the text,
+        // so what stays pending should be the text too.
+        for s in [
+            &mut payload.namespace,
+            &mut payload.category,
+            &mut payload.key,
+        ]
+        .into_iter()
+        .chain(payload.value.as_mut())
+        .chain(payload.metadata.as_mut())
+        {
+            shrink(s);
         }
         let payload = Arc::new(payload);
         let mut inbox = self.inbox.lock();
@@ -165,6 +188,9 @@ impl Shared {
                 return Err(e);
             }
         }
+        // A full segment the append rotated away from: released below, out
+        // of the lock (once per segment).
+        let filled = inbox.journal.as_mut().and_then(Journal::take_filled);
         inbox.next_seq += 1;
         self.overlay.insert(seq, payload.clone());
         let (resolver, receipt) = receipt(seq, self.health.subscribe());
@@ -187,6 +213,9 @@ impl Shared {
             || (inbox.bytes >= c.max_batch_bytes && inbox.bytes - bytes < c.max_batch_bytes);
         let wake = was_empty || just_filled;
         drop(inbox);
+        if let Some(map) = filled {
+            crate::journal::segment::release_pages(&map);
+        }
         add(&self.metrics.accepted, 1);
         Ok(Accepted { receipt, wake })
     }
@@ -337,6 +366,11 @@ impl Shared {
     /// `n` operations were indexed (their overlay entries retired).
     pub fn unindexed_sub(&self, n: usize) {
         self.unindexed.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Committed operations the index has not caught up with.
+    pub fn unindexed(&self) -> usize {
+        self.unindexed.load(Ordering::Relaxed)
     }
 
     /// Bytes held by the journal's segment files.

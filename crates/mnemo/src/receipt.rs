@@ -1,5 +1,15 @@
 //! Receipts: what a caller holds after `save` returned, and may await.
+//!
+//! A receipt and its resolver share one small `Slot` (about 80 bytes with
+//! malloc's header): every pending save has one, so it is kept lean. (A
+//! tokio `watch` channel, with its nine notifiers, took ~380.)
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -31,7 +41,7 @@ pub enum ReceiptStatus {
 #[derive(Debug, Clone)]
 pub struct Receipt {
     seq: u64,
-    rx: watch::Receiver<ReceiptStatus>,
+    slot: Arc<Slot>,
     /// The engine's writer health: a wait ends early when the writer has
     /// been failing past the deadline.
     health: watch::Receiver<WriterHealth>,
@@ -53,7 +63,7 @@ impl Receipt {
 
     /// The status right now. Never blocks.
     pub fn status(&self) -> ReceiptStatus {
-        self.rx.borrow().clone()
+        self.slot.state.lock().status.clone()
     }
 
     /// Resolves when the save's transaction committed, with what it did, or
@@ -79,16 +89,29 @@ impl Receipt {
     }
 
     async fn wait(&self, until: Until) -> Result<WriteOutcome> {
-        let mut rx = self.rx.clone();
         let mut health = self.health.clone();
         let mut engine_gone = false;
         loop {
-            let status = rx.borrow_and_update().clone();
+            let (status, changes, closed) = {
+                let s = self.slot.state.lock();
+                (s.status.clone(), s.changes, s.closed)
+            };
             match status {
                 ReceiptStatus::Indexed(o) => return Ok(o),
                 ReceiptStatus::Durable(o) if until == Until::Durable => return Ok(o),
                 ReceiptStatus::Failed(f) => return Err(f.into()),
                 ReceiptStatus::Durable(_) | ReceiptStatus::Accepted => {}
+            }
+            if closed {
+                // The engine dropped its side without a last word.
+                let h = health.borrow().clone();
+                return Err(match status {
+                    ReceiptStatus::Accepted if h.abandoned => h.not_committed(),
+                    ReceiptStatus::Durable(_) => Error::NotIndexed {
+                        reason: "the engine stopped before indexing it".into(),
+                    },
+                    _ => Error::Closed,
+                });
             }
             let uncommitted = matches!(status, ReceiptStatus::Accepted);
             if uncommitted && health.borrow_and_update().gives_up_waiting() {
@@ -96,17 +119,7 @@ impl Receipt {
             }
             tokio::select! {
                 biased;
-                changed = rx.changed() => if changed.is_err() {
-                    // The engine dropped its side without a last word.
-                    let h = health.borrow().clone();
-                    return Err(match *rx.borrow() {
-                        ReceiptStatus::Accepted if h.abandoned => h.not_committed(),
-                        ReceiptStatus::Durable(_) => Error::NotIndexed {
-                            reason: "the engine stopped before indexing it".into(),
-                        },
-                        _ => Error::Closed,
-                    });
-                },
+                () = Changed { slot: &self.slot, seen: changes } => {}
                 gone = health.changed(), if !engine_gone => engine_gone = gone.is_err(),
             }
         }
@@ -126,25 +139,96 @@ impl Receipt {
     }
 }
 
-/// The engine's side of a receipt. Dropping it unresolved makes the waits
-/// return [`Error::Closed`].
+/// What a receipt and its resolver share. parking_lot: a one-byte lock that
+/// does not poison, held for a copy or an assignment.
 #[derive(Debug)]
-pub(crate) struct Resolver(watch::Sender<ReceiptStatus>);
+struct Slot {
+    state: Mutex<SlotState>,
+}
+
+#[derive(Debug)]
+struct SlotState {
+    status: ReceiptStatus,
+    /// Bumped at every change (the resolver's drop included), so a waiter
+    /// knows whether it missed one between reading and registering.
+    changes: u32,
+    /// The resolver is gone: nothing will change any more.
+    closed: bool,
+    /// Tasks (and threads blocked through `block_on`) waiting for a change.
+    /// Boxed, and only once someone waits: most receipts are never awaited
+    /// (8 bytes in every slot rather than a `Vec`'s 24).
+    #[allow(clippy::box_collection)]
+    wakers: Option<Box<Vec<Waker>>>,
+}
+
+impl Slot {
+    /// Applies `change` under the lock; if it changed anything, wakes every
+    /// waiter (outside the lock).
+    fn update(&self, change: impl FnOnce(&mut SlotState) -> bool) {
+        let wakers = {
+            let mut s = self.state.lock();
+            if !change(&mut s) {
+                return;
+            }
+            s.changes = s.changes.wrapping_add(1);
+            s.wakers.take()
+        };
+        for w in wakers.into_iter().flat_map(|w| *w) {
+            w.wake();
+        }
+    }
+}
+
+/// Resolves once the slot changed after the state a waiter read (`seen`),
+/// or the resolver is gone.
+struct Changed<'a> {
+    slot: &'a Slot,
+    seen: u32,
+}
+
+impl Future for Changed<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut s = self.slot.state.lock();
+        if s.changes != self.seen || s.closed {
+            return Poll::Ready(());
+        }
+        let wakers = s.wakers.get_or_insert_with(Default::default);
+        // A waiter polled again (its `select!` woke for the health) is
+        // registered once.
+        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+/// The engine's side of a receipt. Dropping it unresolved makes the waits
+/// return [`Error::Closed`] (or why the engine stopped).
+#[derive(Debug)]
+pub(crate) struct Resolver(Arc<Slot>);
 
 impl Resolver {
     pub fn durable(&self, outcome: WriteOutcome) {
-        self.0.send_replace(ReceiptStatus::Durable(outcome));
+        self.0.update(|s| {
+            s.status = ReceiptStatus::Durable(outcome);
+            true
+        });
     }
 
     pub fn failed(&self, failure: Failure) {
-        self.0.send_replace(ReceiptStatus::Failed(failure));
+        self.0.update(|s| {
+            s.status = ReceiptStatus::Failed(failure);
+            true
+        });
     }
 
     /// Marks an already durable save as indexed. A failed one stays failed.
     pub fn indexed(&self) {
-        self.0.send_if_modified(|s| match s {
+        self.0.update(|s| match s.status {
             ReceiptStatus::Durable(o) => {
-                *s = ReceiptStatus::Indexed(*o);
+                s.status = ReceiptStatus::Indexed(o);
                 true
             }
             _ => false,
@@ -152,10 +236,29 @@ impl Resolver {
     }
 }
 
+impl Drop for Resolver {
+    fn drop(&mut self) {
+        // No receipt left to tell: skip the lock.
+        if Arc::strong_count(&self.0) > 1 {
+            self.0.update(|s| {
+                s.closed = true;
+                true
+            });
+        }
+    }
+}
+
 /// A new receipt and its resolver; the receipt watches `health`.
 pub(crate) fn receipt(seq: u64, health: watch::Receiver<WriterHealth>) -> (Resolver, Receipt) {
-    let (tx, rx) = watch::channel(ReceiptStatus::Accepted);
-    (Resolver(tx), Receipt { seq, rx, health })
+    let slot = Arc::new(Slot {
+        state: Mutex::new(SlotState {
+            status: ReceiptStatus::Accepted,
+            changes: 0,
+            closed: false,
+            wakers: None,
+        }),
+    });
+    (Resolver(slot.clone()), Receipt { seq, slot, health })
 }
 
 /// A receipt for tests: its engine is always healthy.
@@ -206,6 +309,27 @@ mod tests {
         let (r, rec) = test_receipt(2);
         drop(r);
         assert!(matches!(rec.wait_durable(), Err(Error::Closed)));
+    }
+
+    #[test]
+    fn every_waiter_wakes_and_a_dropped_resolver_ends_the_waits() {
+        let (r, receipt) = test_receipt(4);
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let c = receipt.clone();
+                std::thread::spawn(move || c.wait_indexed())
+            })
+            .collect();
+        r.durable(WriteOutcome::Updated { version: 2 });
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        drop(r);
+        for w in waiters {
+            assert!(matches!(w.join().unwrap(), Err(Error::NotIndexed { .. })));
+        }
+        assert_eq!(
+            receipt.wait_durable().unwrap(),
+            WriteOutcome::Updated { version: 2 }
+        );
     }
 
     #[test]

@@ -71,6 +71,65 @@ impl FlushJob {
 /// is dropped, after finishing the jobs already sent.
 pub(crate) type WriterSender = mpsc::Sender<FlushJob>;
 
+/// Flushes of at least this many operations in all, since the heap was
+/// last given back, leave a heap worth giving back to the system once they
+/// are indexed (see [`HeapRelease`]). Counted over flushes: with the default
+/// `max_batch` of 1,000 a backlog drains in many small flushes.
+const RELEASE_AFTER_OPS: usize = 10_000;
+
+/// How long the writer waits for a job before it looks whether the heap can
+/// be given back.
+const RELEASE_IDLE: Duration = Duration::from_secs(1);
+
+/// Gives the heap of a large drained backlog back to the system. Pending
+/// saves are many small blocks; once committed and indexed they are free,
+/// but glibc's malloc keeps free memory below a block still in use, so the
+/// process would keep the backlog's peak for good. After a large flush, the
+/// writer thread (idle: never inside `save` or a flush) asks malloc to
+/// return its free pages once the indexer has caught up, as seen at two
+/// idle checks in a row (the indexer frees a batch's saves just after it
+/// says so).
+#[derive(Debug, Default)]
+struct HeapRelease {
+    /// Operations flushed since the heap was last given back.
+    since: usize,
+    owed: bool,
+    caught_up_once: bool,
+}
+
+impl HeapRelease {
+    /// A flush of `ops` operations is about to run.
+    fn flushed(&mut self, ops: usize) {
+        self.since = self.since.saturating_add(ops);
+        self.owed |= self.since >= RELEASE_AFTER_OPS;
+        self.caught_up_once = false;
+    }
+
+    /// No job for [`RELEASE_IDLE`]; `caught_up`: nothing committed waits
+    /// for the index.
+    fn idle(&mut self, caught_up: bool) {
+        if !caught_up {
+            self.caught_up_once = false;
+        } else if std::mem::replace(&mut self.caught_up_once, true) {
+            self.owed = false;
+            self.since = 0;
+            self.caught_up_once = false;
+            release_free_heap();
+        }
+    }
+}
+
+/// Returns malloc's free pages to the system (glibc; elsewhere nothing).
+fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointer; it only releases memory malloc
+    // holds free, and is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    tracing::debug!("freed heap returned to the system");
+}
+
 /// Starts the writer thread.
 pub(crate) fn spawn_writer(
     mut store: Box<dyn BatchWriter>,
@@ -81,7 +140,24 @@ pub(crate) fn spawn_writer(
     std::thread::Builder::new()
         .name("mnemo-writer".into())
         .spawn(move || {
-            for job in rx {
+            let mut release = HeapRelease::default();
+            loop {
+                let job = if release.owed {
+                    match rx.recv_timeout(RELEASE_IDLE) {
+                        Ok(job) => job,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            release.idle(shared.unindexed() == 0);
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                } else {
+                    match rx.recv() {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    }
+                };
+                release.flushed(job.winners.len() + job.superseded.len());
                 run_flush(store.as_mut(), &shared, &indexer, job);
             }
             tracing::debug!("writer thread finished");
@@ -336,5 +412,29 @@ fn give_up(
     {
         shared.overlay.retire(&q.op.payload, q.op.seq);
         q.resolver.failed(failure.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heap_is_released_after_a_large_flush_once_indexing_caught_up_twice() {
+        let mut r = HeapRelease::default();
+        r.flushed(10);
+        assert!(!r.owed, "a small flush leaves little to give back");
+        for _ in 0..RELEASE_AFTER_OPS / 1_000 {
+            r.flushed(1_000);
+        }
+        assert!(r.owed, "many flushes of a backlog add up");
+        r.idle(false);
+        r.idle(true);
+        assert!(r.owed, "caught up at one check only");
+        r.flushed(1);
+        r.idle(true);
+        assert!(r.owed, "a flush in between starts over");
+        r.idle(true);
+        assert!(!r.owed, "released");
     }
 }

@@ -105,6 +105,10 @@ pub(crate) struct Journal {
     sync: JournalSync,
     buf: Vec<u8>,
     last_appended: u64,
+    /// The segment a rotation just left, full: its pages are dropped from
+    /// the process's resident set outside the ingress lock (see
+    /// [`take_filled`](Self::take_filled)).
+    filled: Option<Arc<MmapRaw>>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -182,6 +186,7 @@ impl Journal {
             sync,
             buf: Vec::with_capacity(256),
             last_appended: 0,
+            filled: None,
         };
         if let Err(e) = j.rotate() {
             let err = journal_error(e, &j.dir);
@@ -203,6 +208,15 @@ impl Journal {
     /// Starts the next segment: the spare if there is one, else a new file
     /// (which takes milliseconds: the spare exists to avoid that here).
     fn rotate(&mut self) -> io::Result<()> {
+        let left = self.segments.back().map(|s| s.map.clone());
+        let made = self.rotate_to_next();
+        if made.is_ok() {
+            self.filled = left;
+        }
+        made
+    }
+
+    fn rotate_to_next(&mut self) -> io::Result<()> {
         if let Some(spare) = self.spare.take() {
             self.segments.push_back(spare);
             return Ok(());
@@ -328,6 +342,13 @@ impl Journal {
             segments: out,
             lock: None,
         }
+    }
+
+    /// The mapping of the segment the last rotation filled, once: nothing
+    /// writes to it any more. Hand it to [`segment::release_pages`] outside
+    /// the ingress lock.
+    pub fn take_filled(&mut self) -> Option<Arc<MmapRaw>> {
+        self.filled.take()
     }
 
     /// Bytes currently held in segment files.

@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use memmap2::MmapRaw;
+use memmap2::{MmapRaw, UncheckedAdvice};
 
 use super::format::{segment_header, RECORD_HEADER, SEGMENT_HEADER};
 
@@ -68,6 +68,21 @@ fn write_zeros(file: &File, size: usize) -> io::Result<()> {
         left -= n;
     }
     w.flush()
+}
+
+/// Drops a filled segment's pages from this process's resident set. Its
+/// data stays in the page cache, still written back as before and still
+/// reached by a later sync (which syncs the file's range, mapped or not);
+/// a segment is pre-faulted in full, so without this every full segment
+/// still waiting for its commit holds its whole size resident.
+pub(crate) fn release_pages(map: &MmapRaw) {
+    // SAFETY: a shared file mapping loses no data to MADV_DONTNEED (a later
+    // access reads the file's pages again), and no reference into this
+    // mapping's memory is held: it is only written through raw pointers by
+    // the active segment's appends, and this segment is no longer active.
+    if let Err(e) = unsafe { map.unchecked_advise(UncheckedAdvice::DontNeed) } {
+        tracing::debug!(error = %e, "could not release a full journal segment's pages");
+    }
 }
 
 impl Segment {
