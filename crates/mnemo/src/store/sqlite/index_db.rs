@@ -63,7 +63,8 @@ const FTS_TABLE: &str = "CREATE VIRTUAL TABLE memories_fts USING fts5 (
 pub(crate) fn open_index_connection(config: &Config) -> Result<Connection> {
     let path = index_path(&config.path);
     let busy = busy_slice(config.busy_deadline);
-    let conn = match open_index_file(&path, config.synchronous, busy) {
+    let sync = index_synchronous(config.synchronous);
+    let conn = match open_index_file(&path, sync, busy) {
         Err(crate::Error::Sqlite(e)) if is_damaged(&e) => {
             tracing::warn!(
                 path = %path.display(),
@@ -71,12 +72,25 @@ pub(crate) fn open_index_connection(config: &Config) -> Result<Connection> {
                 "the search index file is damaged: deleting it; it is rebuilt from the memories"
             );
             remove_index_files(&path)?;
-            open_index_file(&path, config.synchronous, busy)?
+            open_index_file(&path, sync, busy)?
         }
         other => other?,
     };
     attach(&conn, &config.path, "mem")?;
     Ok(conn)
+}
+
+/// The index file's `synchronous`: at most `NORMAL`. In WAL mode that
+/// syncs at checkpoints only, not at every commit: a power loss may take
+/// the index's last transactions, which the next open indexes again from the
+/// memories (the watermark goes back with them). With `FULL` the indexer's
+/// fsyncs competed on the disk with the writer's, which are the ones a
+/// caller waits for.
+fn index_synchronous(memories: Synchronous) -> Synchronous {
+    match memories {
+        Synchronous::Off => Synchronous::Off,
+        Synchronous::Normal | Synchronous::Full => Synchronous::Normal,
+    }
 }
 
 fn open_index_file(path: &Path, sync: Synchronous, busy: Duration) -> Result<Connection> {
