@@ -76,7 +76,7 @@ pub(crate) fn coalesce(ops: Vec<QueuedOp>) -> (Vec<QueuedOp>, Vec<(QueuedOp, u64
     let mut last: HashMap<(&str, &str, &str), u64> = HashMap::with_capacity(ops.len());
     for q in &ops {
         let p = &q.op.payload;
-        last.insert((&p.namespace, &p.category, &p.key), q.op.seq);
+        last.insert((p.namespace(), p.category(), p.key()), q.op.seq);
     }
     if last.len() == ops.len() {
         return (ops, Vec::new());
@@ -85,7 +85,7 @@ pub(crate) fn coalesce(ops: Vec<QueuedOp>) -> (Vec<QueuedOp>, Vec<(QueuedOp, u64
         .iter()
         .map(|q| {
             let p = &q.op.payload;
-            last[&(p.namespace.as_str(), p.category.as_str(), p.key.as_str())]
+            last[&(p.namespace(), p.category(), p.key())]
         })
         .collect();
     drop(last);
@@ -368,14 +368,14 @@ mod tests {
             op: StoreOp {
                 seq,
                 hlc: seq,
-                payload: Arc::new(OpPayload {
-                    namespace: "n".into(),
-                    category: "c".into(),
-                    key: key.into(),
-                    value: Some(format!("v{seq}")),
-                    metadata: None,
-                    at_ms: 0,
-                }),
+                payload: Arc::new(OpPayload::new(
+                    "n",
+                    "c",
+                    key,
+                    Some(format!("v{seq}").as_str()),
+                    None,
+                    0,
+                )),
             },
             resolver: test_receipt(seq).0,
         }

@@ -99,15 +99,6 @@ pub(crate) struct Accepted {
     pub wake: bool,
 }
 
-/// Gives back a string's spare room when it would make malloc's block
-/// smaller (blocks come in 16-byte steps): an in-place shrink, outside any
-/// lock.
-fn shrink(s: &mut String) {
-    if s.capacity() - s.len() >= 16 {
-        s.shrink_to_fit();
-    }
-}
-
 impl Shared {
     /// `clock_seen`: the largest operation stamp committed so far, so new
     /// stamps come after it.
@@ -136,7 +127,7 @@ impl Shared {
     }
 
     /// Accepts a validated operation. Never blocks beyond one short lock.
-    pub fn accept(&self, mut payload: OpPayload) -> Result<Accepted> {
+    pub fn accept(&self, payload: OpPayload) -> Result<Accepted> {
         let bytes = payload.bytes();
         // Reserve room first; undo if over the bound. Relaxed is enough: the
         // bound is a budget, not a synchronisation point.
@@ -154,20 +145,6 @@ impl Shared {
                 pending: n - 1,
                 pending_bytes: b - bytes,
             });
-        }
-        // The caller's strings may hold room beyond their text (a value
-        // built by pushing holds up to twice it): the bound counts the text,
-        // so what stays pending should be the text too.
-        for s in [
-            &mut payload.namespace,
-            &mut payload.category,
-            &mut payload.key,
-        ]
-        .into_iter()
-        .chain(payload.value.as_mut())
-        .chain(payload.metadata.as_mut())
-        {
-            shrink(s);
         }
         let payload = Arc::new(payload);
         let mut inbox = self.inbox.lock();

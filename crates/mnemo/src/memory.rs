@@ -331,11 +331,11 @@ impl Memory {
             .overlay
             .snapshot(namespace, category)
             .into_iter()
-            .filter(|e| !e.is_committed() && follows(&e.payload.category, &e.payload.key))
+            .filter(|e| !e.is_committed() && follows(e.payload.category(), e.payload.key()))
             .collect();
         // Each pending forget may hide one stored row: read that many more,
         // and one past the page to learn whether another page follows.
-        let hidden = fresh.iter().filter(|e| e.payload.value.is_none()).count();
+        let hidden = fresh.iter().filter(|e| e.payload.value().is_none()).count();
         let stored =
             self.inner
                 .reads
@@ -518,7 +518,7 @@ fn merge_pending(
         .map(|r| ((r.category.clone(), r.key.clone()), r))
         .collect();
     for e in fresh {
-        let k = (e.payload.category.clone(), e.payload.key.clone());
+        let k = (e.payload.category().to_owned(), e.payload.key().to_owned());
         match e.record() {
             Some(r) => merged.insert(k, r),
             None => merged.remove(&k),

@@ -293,27 +293,109 @@ pub enum WriteOutcome {
 /// What a queued operation does. Payloads are shared (`Arc`) between the
 /// batch, the pending overlay and the writer thread, so no copy is made
 /// after `save` validated them.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Its text (namespace, category, key, value and metadata) is one
+/// allocation, the parts back to back: every pending save holds one, and
+/// with five separate strings a pending save held ~605 bytes of heap
+/// (malloc's headers and 16-byte steps included), with one ~461
+/// (`examples/resident_memory.rs`, `docs/benchmarks.md`).
+#[derive(Clone, PartialEq)]
 pub(crate) struct OpPayload {
-    pub namespace: String,
-    pub category: String,
-    pub key: String,
-    /// `None` for a forget.
-    pub value: Option<String>,
-    /// Metadata as compact JSON text.
-    pub metadata: Option<String>,
+    text: Box<str>,
+    /// Where namespace, category, key and value end in `text`; metadata
+    /// runs from the value's end to the end of `text`. Parts are bounded
+    /// far below 4 GiB (`Config`'s limits).
+    ends: [u32; 4],
+    has_value: bool,
+    has_metadata: bool,
     /// Acceptance time, ms since the Unix epoch.
     pub at_ms: i64,
 }
 
 impl OpPayload {
+    /// A payload: `value` `None` for a forget; `metadata` as compact JSON
+    /// text.
+    pub fn new(
+        namespace: &str,
+        category: &str,
+        key: &str,
+        value: Option<&str>,
+        metadata: Option<&str>,
+        at_ms: i64,
+    ) -> OpPayload {
+        let parts = [
+            namespace,
+            category,
+            key,
+            value.unwrap_or(""),
+            metadata.unwrap_or(""),
+        ];
+        let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let mut ends = [0u32; 4];
+        for (i, part) in parts.iter().enumerate() {
+            text.push_str(part);
+            if i < 4 {
+                ends[i] =
+                    u32::try_from(text.len()).expect("a payload's parts are bounded by Config");
+            }
+        }
+        OpPayload {
+            text: text.into_boxed_str(),
+            ends,
+            has_value: value.is_some(),
+            has_metadata: metadata.is_some(),
+            at_ms,
+        }
+    }
+
+    fn part(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        let end = if i < 4 {
+            self.ends[i] as usize
+        } else {
+            self.text.len()
+        };
+        &self.text[start..end]
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.part(0)
+    }
+
+    pub fn category(&self) -> &str {
+        self.part(1)
+    }
+
+    pub fn key(&self) -> &str {
+        self.part(2)
+    }
+
+    /// `None` for a forget.
+    pub fn value(&self) -> Option<&str> {
+        self.has_value.then(|| self.part(3))
+    }
+
+    /// Metadata as compact JSON text.
+    pub fn metadata(&self) -> Option<&str> {
+        self.has_metadata.then(|| self.part(4))
+    }
+
     /// Bytes this operation counts against the pending and batch bounds.
     pub fn bytes(&self) -> usize {
-        self.namespace.len()
-            + self.category.len()
-            + self.key.len()
-            + self.value.as_ref().map_or(0, String::len)
-            + self.metadata.as_ref().map_or(0, String::len)
+        self.text.len()
+    }
+}
+
+impl std::fmt::Debug for OpPayload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpPayload")
+            .field("namespace", &self.namespace())
+            .field("category", &self.category())
+            .field("key", &self.key())
+            .field("value", &self.value())
+            .field("metadata", &self.metadata())
+            .field("at_ms", &self.at_ms)
+            .finish()
     }
 }
 
@@ -399,14 +481,14 @@ pub(crate) fn payload_for_save(req: SaveRequest, config: &Config) -> Result<OpPa
         }
         Some(_) => return Err(Error::invalid("metadata", "must be a JSON object")),
     };
-    Ok(OpPayload {
-        namespace: req.namespace,
-        category: req.category,
-        key: req.key,
-        value: Some(req.value),
-        metadata,
-        at_ms: now_ms(),
-    })
+    Ok(OpPayload::new(
+        &req.namespace,
+        &req.category,
+        &req.key,
+        Some(&req.value),
+        metadata.as_deref(),
+        now_ms(),
+    ))
 }
 
 /// Validates a forget and turns it into a payload.
@@ -419,14 +501,14 @@ pub(crate) fn payload_for_forget(
     check_part("namespace", &namespace, config.max_key_part_bytes)?;
     check_part("category", &category, config.max_key_part_bytes)?;
     check_part("key", &key, config.max_key_part_bytes)?;
-    Ok(OpPayload {
-        namespace,
-        category,
-        key,
-        value: None,
-        metadata: None,
-        at_ms: now_ms(),
-    })
+    Ok(OpPayload::new(
+        &namespace,
+        &category,
+        &key,
+        None,
+        None,
+        now_ms(),
+    ))
 }
 
 #[cfg(test)]
@@ -441,7 +523,7 @@ mod tests {
     fn valid_save_passes() {
         let p =
             payload_for_save(SaveRequest::new("u1", "prefs", "food", "biryani"), &cfg()).unwrap();
-        assert_eq!(p.value.as_deref(), Some("biryani"));
+        assert_eq!(p.value(), Some("biryani"));
         assert_eq!(p.bytes(), 2 + 5 + 4 + 7);
     }
 
@@ -491,7 +573,7 @@ mod tests {
             .with_metadata_json(r#"{"source":"voice"}"#)
             .unwrap();
         let p = payload_for_save(req, &cfg()).unwrap();
-        assert_eq!(p.metadata.as_deref(), Some(r#"{"source":"voice"}"#));
+        assert_eq!(p.metadata(), Some(r#"{"source":"voice"}"#));
     }
 
     #[test]

@@ -96,12 +96,12 @@ impl OverlayEntry {
     /// (`OnceLock` runs one initialiser).
     pub fn fields(&self) -> Option<&[TokenIndex; 3]> {
         let p = &self.payload;
-        let value = p.value.as_deref()?;
+        let value = p.value()?;
         Some(self.fields.get_or_init(|| {
             TOKENISED.with(|c| c.set(c.get() + 1));
             Box::new([
-                TokenIndex::new(&p.key),
-                TokenIndex::new(&p.category),
+                TokenIndex::new(p.key()),
+                TokenIndex::new(p.category()),
                 TokenIndex::new(value),
             ])
         }))
@@ -110,17 +110,14 @@ impl OverlayEntry {
     /// The memory this entry says the key holds, or `None` for a forget.
     pub fn record(&self) -> Option<MemoryRecord> {
         let p = &self.payload;
-        let value = p.value.clone()?;
+        let value = p.value()?.to_owned();
         let version = self.committed.load(Ordering::Acquire).saturating_sub(1);
         Some(MemoryRecord {
-            namespace: p.namespace.clone(),
-            category: p.category.clone(),
-            key: p.key.clone(),
+            namespace: p.namespace().to_owned(),
+            category: p.category().to_owned(),
+            key: p.key().to_owned(),
             value,
-            metadata: p
-                .metadata
-                .as_deref()
-                .and_then(|m| serde_json::from_str(m).ok()),
+            metadata: p.metadata().and_then(|m| serde_json::from_str(m).ok()),
             version: (version > 0).then_some(version),
             updated_at_ms: p.at_ms,
         })
@@ -168,7 +165,7 @@ struct ByKey(Arc<OverlayEntry>);
 impl KeyParts for ByKey {
     fn parts(&self) -> (&str, &str, &str) {
         let p = &self.0.payload;
-        (&p.namespace, &p.category, &p.key)
+        (p.namespace(), p.category(), p.key())
     }
 }
 
@@ -235,7 +232,7 @@ impl PendingOverlay {
     /// Marks the entry committed at `version`, if `seq` is still the latest
     /// operation for its key.
     pub fn committed(&self, payload: &OpPayload, seq: u64, version: u64) {
-        let k: &dyn KeyParts = &(&*payload.namespace, &*payload.category, &*payload.key);
+        let k: &dyn KeyParts = &(payload.namespace(), payload.category(), payload.key());
         let set = self.set.read();
         if let Some(e) = set.get(k) {
             if e.0.seq == seq {
@@ -246,7 +243,7 @@ impl PendingOverlay {
 
     /// Removes the entry if `seq` is still the latest operation for its key.
     pub fn retire(&self, payload: &OpPayload, seq: u64) {
-        let k: &dyn KeyParts = &(&*payload.namespace, &*payload.category, &*payload.key);
+        let k: &dyn KeyParts = &(payload.namespace(), payload.category(), payload.key());
         let removed = {
             let mut set = self.set.write();
             if set.get(k).is_some_and(|e| e.0.seq == seq) {
@@ -276,9 +273,9 @@ impl PendingOverlay {
         let set = self.set.read();
         let mut out: Vec<String> = Vec::new();
         for e in set.iter() {
-            let ns = &e.0.payload.namespace;
-            if out.last() != Some(ns) {
-                out.push(ns.clone());
+            let ns = e.0.payload.namespace();
+            if out.last().map(String::as_str) != Some(ns) {
+                out.push(ns.to_owned());
             }
         }
         out
@@ -295,14 +292,7 @@ mod tests {
     use super::*;
 
     fn op(ns: &str, c: &str, k: &str, v: Option<&str>) -> Arc<OpPayload> {
-        Arc::new(OpPayload {
-            namespace: ns.into(),
-            category: c.into(),
-            key: k.into(),
-            value: v.map(Into::into),
-            metadata: None,
-            at_ms: 1,
-        })
+        Arc::new(OpPayload::new(ns, c, k, v, None, 1))
     }
 
     #[test]

@@ -55,15 +55,15 @@ pub(crate) fn encode(seq: u64, hlc: u64, p: &OpPayload, buf: &mut Vec<u8>) {
     buf.extend_from_slice(&seq.to_le_bytes());
     buf.extend_from_slice(&hlc.to_le_bytes());
     buf.extend_from_slice(&p.at_ms.to_le_bytes());
-    buf.push(if p.value.is_some() { 1 } else { 2 });
-    buf.push(u8::from(p.metadata.is_some()));
-    put_str(buf, &p.namespace);
-    put_str(buf, &p.category);
-    put_str(buf, &p.key);
-    if let Some(v) = &p.value {
+    buf.push(if p.value().is_some() { 1 } else { 2 });
+    buf.push(u8::from(p.metadata().is_some()));
+    put_str(buf, p.namespace());
+    put_str(buf, p.category());
+    put_str(buf, p.key());
+    if let Some(v) = &p.value() {
         put_str(buf, v);
     }
-    if let Some(m) = &p.metadata {
+    if let Some(m) = &p.metadata() {
         put_str(buf, m);
     }
     let len = (buf.len() - start - RECORD_HEADER) as u32;
@@ -133,14 +133,14 @@ fn decode_payload(b: &[u8], with_hlc: bool) -> Option<Record> {
         seq,
         // Old records carry no clock: their acceptance time stands in.
         hlc: hlc.unwrap_or_else(|| crate::clock::from_ms(at_ms)),
-        payload: OpPayload {
-            namespace,
-            category,
-            key,
-            value,
-            metadata,
+        payload: OpPayload::new(
+            &namespace,
+            &category,
+            &key,
+            value.as_deref(),
+            metadata.as_deref(),
             at_ms,
-        },
+        ),
     })
 }
 
@@ -357,14 +357,7 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn payload(key: &str, value: Option<&str>, metadata: Option<&str>) -> OpPayload {
-        OpPayload {
-            namespace: "ns".into(),
-            category: "cat".into(),
-            key: key.into(),
-            value: value.map(Into::into),
-            metadata: metadata.map(Into::into),
-            at_ms: 1_700_000_000_000,
-        }
+        OpPayload::new("ns", "cat", key, value, metadata, 1_700_000_000_000)
     }
 
     /// A segment of `size` bytes holding records 1..=n, and each record's

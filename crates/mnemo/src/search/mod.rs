@@ -146,7 +146,7 @@ impl Searcher<'_> {
         // retires. Forgets have nothing to embed.
         let saves: Vec<&OverlayEntry> = fresh
             .iter()
-            .filter(|entry| entry.payload.value.is_some())
+            .filter(|entry| entry.payload.value().is_some())
             .map(|entry| &**entry)
             .collect();
         let missing: Vec<&OverlayEntry> = saves
@@ -159,7 +159,7 @@ impl Searcher<'_> {
                 .iter()
                 .map(|entry| {
                     let p = &entry.payload;
-                    embedding_text(&p.category, &p.key, p.value.as_deref().unwrap_or(""))
+                    embedding_text(p.category(), p.key(), p.value().unwrap_or(""))
                 })
                 .collect();
             let vectors = e.embed_batch(&texts.iter().map(String::as_str).collect::<Vec<_>>());
@@ -241,7 +241,7 @@ impl Searcher<'_> {
 fn shadowed(fresh: &[Arc<OverlayEntry>]) -> HashSet<(&str, &str)> {
     fresh
         .iter()
-        .map(|e| (e.payload.category.as_str(), e.payload.key.as_str()))
+        .map(|e| (e.payload.category(), e.payload.key()))
         .collect()
 }
 
@@ -330,14 +330,14 @@ mod tests {
         let save = |seq: u64, category: &str, key: &str, value: &str| {
             overlay.insert(
                 seq,
-                Arc::new(crate::model::OpPayload {
-                    namespace: "n".into(),
-                    category: category.into(),
-                    key: key.into(),
-                    value: Some(value.into()),
-                    metadata: None,
-                    at_ms: seq as i64,
-                }),
+                Arc::new(crate::model::OpPayload::new(
+                    "n",
+                    category,
+                    key,
+                    Some(value),
+                    None,
+                    seq as i64,
+                )),
             );
         };
         save(1, "food", "tea", "likes green tea");

@@ -86,7 +86,7 @@ pub(super) fn groups(ops: &[StoreOp]) -> Vec<Vec<usize>> {
     for (i, op) in ops.iter().enumerate() {
         let p = &op.payload;
         let n = seen
-            .entry((&p.namespace, &p.category, &p.key))
+            .entry((p.namespace(), p.category(), p.key()))
             .and_modify(|n| *n += 1)
             .or_insert(0);
         if groups.len() <= *n {
@@ -103,7 +103,7 @@ pub(super) fn groups(ops: &[StoreOp]) -> Vec<Vec<usize>> {
 /// A batch operation's key, in the order rows are locked.
 pub(super) fn key_of(op: &StoreOp) -> (&str, &str, &str) {
     let p = &op.payload;
-    (&p.namespace, &p.category, &p.key)
+    (p.namespace(), p.category(), p.key())
 }
 
 /// Runs one group (`first`, if given, pipelined before it: `BEGIN` or a
@@ -116,17 +116,11 @@ pub(super) fn apply(
     first: Option<&str>,
 ) -> Result<(Vec<(usize, WriteOutcome)>, i64), Failure> {
     let col = |f: fn(&StoreOp) -> &str| group.iter().map(|&i| f(&ops[i])).collect::<Vec<_>>();
-    let ns = col(|o| &o.payload.namespace);
-    let cat = col(|o| &o.payload.category);
-    let key = col(|o| &o.payload.key);
-    let value: Vec<Option<&str>> = group
-        .iter()
-        .map(|&i| ops[i].payload.value.as_deref())
-        .collect();
-    let metadata: Vec<Option<&str>> = group
-        .iter()
-        .map(|&i| ops[i].payload.metadata.as_deref())
-        .collect();
+    let ns = col(|o| o.payload.namespace());
+    let cat = col(|o| o.payload.category());
+    let key = col(|o| o.payload.key());
+    let value: Vec<Option<&str>> = group.iter().map(|&i| ops[i].payload.value()).collect();
+    let metadata: Vec<Option<&str>> = group.iter().map(|&i| ops[i].payload.metadata()).collect();
     let seq: Vec<i64> = group.iter().map(|&i| ops[i].seq as i64).collect();
     let hlc: Vec<i64> = group.iter().map(|&i| ops[i].hlc as i64).collect();
     let at: Vec<i64> = group.iter().map(|&i| ops[i].payload.at_ms).collect();
@@ -166,9 +160,9 @@ pub(super) fn apply(
     if !rest.is_empty() {
         let pick =
             |f: fn(&StoreOp) -> &str| rest.iter().map(|&k| f(&ops[group[k]])).collect::<Vec<_>>();
-        let ns = pick(|o| &o.payload.namespace);
-        let cat = pick(|o| &o.payload.category);
-        let key = pick(|o| &o.payload.key);
+        let ns = pick(|o| o.payload.namespace());
+        let cat = pick(|o| o.payload.category());
+        let key = pick(|o| o.payload.key());
         let hlc: Vec<i64> = rest.iter().map(|&k| ops[group[k]].hlc as i64).collect();
         for row in conn.query(TOUCH, &[&ns, &cat, &key, &hlc])? {
             let ord: i64 = row.try_get(0)?;
@@ -180,7 +174,7 @@ pub(super) fn apply(
             let op = &ops[group[k]];
             outcomes[k] = Some(if row_hlc as u64 > op.hlc {
                 WriteOutcome::Outdated
-            } else if op.payload.value.is_some() {
+            } else if op.payload.value().is_some() {
                 WriteOutcome::Unchanged {
                     version: version.max(0) as u64,
                 }
@@ -243,11 +237,11 @@ pub(super) fn dead_letter(
     dead: &[(usize, String)],
 ) -> Result<(), Failure> {
     let p = |i: usize| &ops[i].payload;
-    let ns: Vec<&str> = dead.iter().map(|d| p(d.0).namespace.as_str()).collect();
-    let cat: Vec<&str> = dead.iter().map(|d| p(d.0).category.as_str()).collect();
-    let key: Vec<&str> = dead.iter().map(|d| p(d.0).key.as_str()).collect();
-    let value: Vec<Option<&str>> = dead.iter().map(|d| p(d.0).value.as_deref()).collect();
-    let metadata: Vec<Option<&str>> = dead.iter().map(|d| p(d.0).metadata.as_deref()).collect();
+    let ns: Vec<&str> = dead.iter().map(|d| p(d.0).namespace()).collect();
+    let cat: Vec<&str> = dead.iter().map(|d| p(d.0).category()).collect();
+    let key: Vec<&str> = dead.iter().map(|d| p(d.0).key()).collect();
+    let value: Vec<Option<&str>> = dead.iter().map(|d| p(d.0).value()).collect();
+    let metadata: Vec<Option<&str>> = dead.iter().map(|d| p(d.0).metadata()).collect();
     let seq: Vec<i64> = dead.iter().map(|d| ops[d.0].seq as i64).collect();
     let reason: Vec<&str> = dead.iter().map(|d| d.1.as_str()).collect();
     let now = now_ms();

@@ -47,14 +47,7 @@ fn op(seq: u64, hlc: u64, ns: &str, key: &str, value: Option<&str>, meta: Option
     StoreOp {
         seq,
         hlc,
-        payload: Arc::new(OpPayload {
-            namespace: ns.into(),
-            category: "c".into(),
-            key: key.into(),
-            value: value.map(Into::into),
-            metadata: meta.map(Into::into),
-            at_ms: seq as i64 * 10,
-        }),
+        payload: Arc::new(OpPayload::new(ns, "c", key, value, meta, seq as i64 * 10)),
     }
 }
 

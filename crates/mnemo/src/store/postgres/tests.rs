@@ -129,14 +129,7 @@ fn op(seq: u64, key: &str, value: Option<&str>) -> StoreOp {
     StoreOp {
         seq,
         hlc: seq,
-        payload: Arc::new(OpPayload {
-            namespace: "n".into(),
-            category: "c".into(),
-            key: key.into(),
-            value: value.map(Into::into),
-            metadata: None,
-            at_ms: 0,
-        }),
+        payload: Arc::new(OpPayload::new("n", "c", key, value, None, 0)),
     }
 }
 

@@ -23,14 +23,7 @@ fn op(seq: u64, ns: &str, key: &str, value: Option<&str>) -> StoreOp {
     StoreOp {
         seq,
         hlc: seq << 16,
-        payload: Arc::new(OpPayload {
-            namespace: ns.into(),
-            category: "c".into(),
-            key: key.into(),
-            value: value.map(Into::into),
-            metadata: None,
-            at_ms: seq as i64,
-        }),
+        payload: Arc::new(OpPayload::new(ns, "c", key, value, None, seq as i64)),
     }
 }
 

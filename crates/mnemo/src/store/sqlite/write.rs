@@ -78,7 +78,7 @@ pub(super) fn row_state(
     p: &OpPayload,
 ) -> rusqlite::Result<Option<(u64, bool, u64)>> {
     conn.prepare_cached(ROW_STATE)?
-        .query_row(params![p.namespace, p.category, p.key], |r| {
+        .query_row(params![p.namespace(), p.category(), p.key()], |r| {
             Ok((
                 r.get::<_, i64>(0)? as u64,
                 r.get(1)?,
@@ -91,8 +91,12 @@ pub(super) fn row_state(
 /// Raises a row's stamp to `hlc` without a new version or change: the row
 /// already says what the operation says, and must now count as that new.
 pub(super) fn touch(conn: &Connection, p: &OpPayload, hlc: u64) -> rusqlite::Result<()> {
-    conn.prepare_cached(TOUCH)?
-        .execute(params![p.namespace, p.category, p.key, hlc as i64])?;
+    conn.prepare_cached(TOUCH)?.execute(params![
+        p.namespace(),
+        p.category(),
+        p.key(),
+        hlc as i64
+    ])?;
     Ok(())
 }
 
@@ -108,17 +112,17 @@ pub(super) fn apply_one(
     let p = &op.payload;
     let seq = op.seq as i64;
     let hlc = op.hlc as i64;
-    match &p.value {
+    match &p.value() {
         Some(value) => {
             let version: Option<i64> = conn
                 .prepare_cached(UPSERT)?
                 .query_row(
                     params![
-                        p.namespace,
-                        p.category,
-                        p.key,
+                        p.namespace(),
+                        p.category(),
+                        p.key(),
                         value,
-                        p.metadata,
+                        p.metadata(),
                         seq,
                         *next_change,
                         p.at_ms,
@@ -152,9 +156,9 @@ pub(super) fn apply_one(
                 .prepare_cached(FORGET)?
                 .query_row(
                     params![
-                        p.namespace,
-                        p.category,
-                        p.key,
+                        p.namespace(),
+                        p.category(),
+                        p.key(),
                         seq,
                         *next_change,
                         p.at_ms,
@@ -180,9 +184,9 @@ pub(super) fn apply_one(
                     // a tombstone keeps it from coming back. Change 0: the
                     // index has nothing to do for it.
                     conn.prepare_cached(TOMBSTONE)?.execute(params![
-                        p.namespace,
-                        p.category,
-                        p.key,
+                        p.namespace(),
+                        p.category(),
+                        p.key(),
                         seq,
                         p.at_ms,
                         hlc
@@ -197,11 +201,11 @@ pub(super) fn apply_one(
 pub(super) fn dead_letter(conn: &Connection, op: &StoreOp, reason: &str) -> rusqlite::Result<()> {
     let p = &op.payload;
     conn.prepare_cached(DEAD_LETTER)?.execute(params![
-        p.namespace,
-        p.category,
-        p.key,
-        p.value,
-        p.metadata,
+        p.namespace(),
+        p.category(),
+        p.key(),
+        p.value(),
+        p.metadata(),
         op.seq as i64,
         reason,
         now_ms()
