@@ -26,7 +26,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use mnemo::{Config, Memory, Receipt};
 
 mod common;
-use common::{print_percentiles, selected, Words, TOPICS};
+use common::{print_percentiles, selected, timed, Words, TOPICS};
 
 const NS: &str = "user-42";
 
@@ -71,17 +71,6 @@ fn query(words: &Words, kind: &str, i: usize) -> String {
         ),
         _ => TOPICS[i % TOPICS.len()].to_owned(),
     }
-}
-
-/// Times `count` calls of `f(i)` individually.
-fn timed(count: usize, mut f: impl FnMut(usize)) -> Vec<Duration> {
-    (0..count)
-        .map(|i| {
-            let t = Instant::now();
-            f(i);
-            t.elapsed()
-        })
-        .collect()
 }
 
 fn searches(c: &mut Criterion, memory: &Memory, words: &Words, size: &str) {

@@ -63,7 +63,7 @@ use criterion::{criterion_group, Criterion, SamplingMode, Throughput};
 use mnemo::{Config, Memory, Receipt, SaveRequest};
 
 mod common;
-use common::{bench_mode, human, quantile, selected, Words, TOPICS};
+use common::{bench_mode, human, quantile, selected, timed, Words, TOPICS};
 
 /// Memories per namespace.
 const PER_NAMESPACE: u64 = 100;
@@ -434,17 +434,6 @@ impl Pcts {
             self.n
         )
     }
-}
-
-/// Times each call of `f(i)`, `count` calls.
-fn timed(count: usize, mut f: impl FnMut(usize)) -> Vec<Duration> {
-    (0..count)
-        .map(|i| {
-            let t = Instant::now();
-            f(i);
-            t.elapsed()
-        })
-        .collect()
 }
 
 /// `VmRSS`, `RssAnon`, `RssFile`, `VmHWM` of this process, in KiB.

@@ -70,6 +70,17 @@ pub fn print_percentiles(label: &str, mut times: Vec<Duration>) {
     );
 }
 
+/// Times each of `count` calls of `f(i)` on its own.
+pub fn timed(count: usize, mut f: impl FnMut(usize)) -> Vec<Duration> {
+    (0..count)
+        .map(|i| {
+            let t = Instant::now();
+            f(i);
+            t.elapsed()
+        })
+        .collect()
+}
+
 /// Times `f` once.
 pub fn time<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     let t = Instant::now();
