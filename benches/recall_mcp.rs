@@ -50,7 +50,7 @@ use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
 mod common;
-use common::{bench_mode, human, quantile, selected};
+use common::{bench_mode, human, selected, timed, Pcts};
 
 /// The namespace of every memory, and the one the server is started on.
 const NS: &str = "user-7";
@@ -892,50 +892,6 @@ fn object(v: Value) -> serde_json::Map<String, Value> {
     match v {
         Value::Object(m) => m,
         _ => unreachable!("arguments are an object"),
-    }
-}
-
-fn timed(count: usize, mut f: impl FnMut(usize)) -> Vec<Duration> {
-    (0..count)
-        .map(|i| {
-            let t = Instant::now();
-            f(i);
-            t.elapsed()
-        })
-        .collect()
-}
-
-/// p50, p99, p99.9 and max of a set of timings.
-#[derive(Clone, Copy)]
-struct Pcts {
-    n: usize,
-    p50: Duration,
-    p99: Duration,
-    p999: Duration,
-    max: Duration,
-}
-
-impl Pcts {
-    fn of(mut times: Vec<Duration>) -> Pcts {
-        times.sort_unstable();
-        Pcts {
-            n: times.len(),
-            p50: quantile(&times, 0.5),
-            p99: quantile(&times, 0.99),
-            p999: quantile(&times, 0.999),
-            max: times[times.len() - 1],
-        }
-    }
-
-    fn line(&self) -> String {
-        format!(
-            "p50 {}, p99 {}, p99.9 {}, max {} ({} calls)",
-            human(self.p50),
-            human(self.p99),
-            human(self.p999),
-            human(self.max),
-            self.n
-        )
     }
 }
 

@@ -63,7 +63,7 @@ use criterion::{criterion_group, Criterion, SamplingMode, Throughput};
 use mnemo::{Config, Memory, Receipt, SaveRequest};
 
 mod common;
-use common::{bench_mode, human, quantile, selected, timed, Words, TOPICS};
+use common::{bench_mode, human, selected, timed, Pcts, Words, TOPICS};
 
 /// Memories per namespace.
 const PER_NAMESPACE: u64 = 100;
@@ -401,40 +401,6 @@ fn copy_database(db: &Path, to: &Path) {
 
 // ---------------------------------------------------------------------------
 // Measuring.
-
-/// p50 / p99 / p999 / max of a set of timings.
-#[derive(Clone, Copy)]
-struct Pcts {
-    n: usize,
-    p50: Duration,
-    p99: Duration,
-    p999: Duration,
-    max: Duration,
-}
-
-impl Pcts {
-    fn of(mut times: Vec<Duration>) -> Pcts {
-        times.sort_unstable();
-        Pcts {
-            n: times.len(),
-            p50: quantile(&times, 0.5),
-            p99: quantile(&times, 0.99),
-            p999: quantile(&times, 0.999),
-            max: times[times.len() - 1],
-        }
-    }
-
-    fn line(&self) -> String {
-        format!(
-            "p50 {}, p99 {}, p999 {}, max {} ({} samples)",
-            human(self.p50),
-            human(self.p99),
-            human(self.p999),
-            human(self.max),
-            self.n
-        )
-    }
-}
 
 /// `VmRSS`, `RssAnon`, `RssFile`, `VmHWM` of this process, in KiB.
 fn status() -> [u64; 4] {

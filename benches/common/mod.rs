@@ -81,6 +81,40 @@ pub fn timed(count: usize, mut f: impl FnMut(usize)) -> Vec<Duration> {
         .collect()
 }
 
+/// p50 / p99 / p999 / max of a set of timings.
+#[derive(Clone, Copy)]
+pub struct Pcts {
+    pub n: usize,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub p999: Duration,
+    pub max: Duration,
+}
+
+impl Pcts {
+    pub fn of(mut times: Vec<Duration>) -> Pcts {
+        times.sort_unstable();
+        Pcts {
+            n: times.len(),
+            p50: quantile(&times, 0.5),
+            p99: quantile(&times, 0.99),
+            p999: quantile(&times, 0.999),
+            max: times[times.len() - 1],
+        }
+    }
+
+    pub fn line(&self) -> String {
+        format!(
+            "p50 {}, p99 {}, p999 {}, max {} ({} samples)",
+            human(self.p50),
+            human(self.p99),
+            human(self.p999),
+            human(self.max),
+            self.n
+        )
+    }
+}
+
 /// Times `f` once.
 pub fn time<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     let t = Instant::now();
