@@ -626,3 +626,62 @@ fn the_indexer_thread_runs_at_a_lower_priority() -> Result<()> {
     );
     memory.shutdown_blocking()
 }
+
+/// Files under `dir` this process has open or mapped (Linux: read from
+/// /proc, as `lsof` would).
+#[cfg(target_os = "linux")]
+fn open_files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .map(|target| target.display().to_string())
+        .collect();
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let dir = dir.display().to_string();
+    found.extend(
+        maps.lines()
+            .filter_map(|line| line.split_once('/').map(|(_, p)| format!("/{p}")))
+            .filter(|p| p.starts_with(&dir)),
+    );
+    found
+}
+
+// After `shutdown` and dropping the handle, the engine holds nothing open
+// on the database, its index file or its journal: they can be moved,
+// deleted, or their file system remounted read-only at once. The writer
+// thread and the indexer close their connections before `shutdown`
+// answers (they used to close them a moment later, on their own threads).
+#[cfg(target_os = "linux")]
+#[test]
+fn after_shutdown_and_drop_no_file_is_left_open() -> Result<()> {
+    let db = common::temp_db();
+    let dir = db.dir.path().to_path_buf();
+    for round in 0..20 {
+        let memory = Memory::open(common::config(&db))?;
+        memory.save(req("u", "c", &format!("k{round}"), "coffee"))?;
+        assert_eq!(memory.search("u", "coffee", None, 50)?.len(), round + 1);
+        assert!(
+            !open_files_under(&dir).is_empty(),
+            "the probe sees the engine's files"
+        );
+        memory.shutdown_blocking()?;
+        drop(memory);
+        assert_eq!(
+            open_files_under(&dir),
+            Vec::<String>::new(),
+            "round {round}"
+        );
+    }
+    // The same inside an actix system the application runs.
+    let db = common::temp_db();
+    let dir = db.dir.path().to_path_buf();
+    paused_system().block_on(async {
+        let memory = Memory::open(common::config(&db))?;
+        memory.save(req("u", "c", "k", "v"))?.indexed().await?;
+        memory.shutdown().await?;
+        drop(memory);
+        assert_eq!(open_files_under(&dir), Vec::<String>::new());
+        Ok(())
+    })
+}

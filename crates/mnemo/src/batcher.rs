@@ -24,11 +24,11 @@ use futures::channel::oneshot;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::indexer::{Drain, RagIndexer};
+use crate::indexer::{CloseIndex, Drain, RagIndexer};
 use crate::ingress::{QueuedOp, Shared};
 use crate::model::{payload_for_forget, payload_for_save, SaveRequest};
 use crate::receipt::Receipt;
-use crate::writer::{FlushJob, WriterSender};
+use crate::writer::{FlushJob, WriterSender, WriterThread};
 
 /// Save a memory, sent by an agent that is itself an actor. Answers with the
 /// same [`Receipt`] as [`Memory::save`](crate::Memory::save), through the
@@ -113,6 +113,9 @@ pub(crate) fn coalesce(ops: Vec<QueuedOp>) -> (Vec<QueuedOp>, Vec<(QueuedOp, u64
 pub struct MemoryBatcher {
     shared: Arc<Shared>,
     writer: WriterSender,
+    /// Fires once the writer thread has ended and closed its store; taken
+    /// by `Shutdown`.
+    writer_closed: Option<oneshot::Receiver<()>>,
     indexer: Addr<RagIndexer>,
     /// The armed deadline timer and when it fires.
     timer: Option<(SpawnHandle, Instant)>,
@@ -127,12 +130,13 @@ pub struct MemoryBatcher {
 impl MemoryBatcher {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        writer: WriterSender,
+        writer: WriterThread,
         indexer: Addr<RagIndexer>,
     ) -> Self {
         MemoryBatcher {
             shared,
-            writer,
+            writer: writer.jobs,
+            writer_closed: Some(writer.closed),
             indexer,
             timer: None,
             in_flight: false,
@@ -338,12 +342,13 @@ impl Handler<Shutdown> for MemoryBatcher {
         self.poke(ctx);
         let indexer = self.indexer.clone();
         let shared = self.shared.clone();
+        let writer_closed = self.writer_closed.take();
         Box::pin(async move {
             rx.await.map_err(|_| Error::Closed)?;
             if shared.health.abandoned() {
                 return Err(shared.abandoned_error());
             }
-            match indexer.send(Drain).await {
+            let drained = match indexer.send(Drain).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(reason)) => Err(Error::NotIndexed { reason }),
                 // The indexer stopped with the system; the next open's
@@ -352,7 +357,16 @@ impl Handler<Shutdown> for MemoryBatcher {
                     reason: "the indexer stopped with its last pass failed".into(),
                 }),
                 Err(_) => Ok(()),
+            };
+            // Drained, this actor has stopped and dropped the writer's
+            // jobs: the writer thread ends and closes its store. Then the
+            // indexer closes its own, so that when this answers no handle
+            // of the engine's writers is open on the database files.
+            if let Some(closed) = writer_closed {
+                let _ = closed.await;
             }
+            let _ = indexer.send(CloseIndex).await;
+            drained
         })
     }
 }

@@ -53,10 +53,17 @@ pub struct IndexBatch {
 #[rtype(result = "Result<(), String>")]
 pub struct Drain;
 
+/// Closes the indexer's store (its database handles), for a stopping engine
+/// that has drained. Later batches are left to the next open's catch-up.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct CloseIndex;
+
 /// The indexing actor. See the module doc.
 pub struct RagIndexer {
     shared: Arc<Shared>,
-    index: Box<dyn IndexStore>,
+    /// `None` once closed ([`CloseIndex`]).
+    index: Option<Box<dyn IndexStore>>,
     /// Batches whose indexing failed; retried with the next batch, or by
     /// the retry scheduled after the failure, whichever comes first.
     deferred: Vec<IndexBatch>,
@@ -74,7 +81,7 @@ impl RagIndexer {
     ) -> RagIndexer {
         RagIndexer {
             shared,
-            index,
+            index: Some(index),
             deferred: Vec::new(),
             retry_scheduled: Arc::new(AtomicBool::new(false)),
             embedder,
@@ -85,7 +92,7 @@ impl RagIndexer {
     fn catch_up(&mut self, batches: Vec<IndexBatch>) {
         // Fail point for tests: "return" leaves committed rows unindexed, as
         // a crash between commit and index would.
-        if skip_indexing() {
+        if skip_indexing() || self.index.is_none() {
             self.deferred.extend(batches);
             return;
         }
@@ -93,7 +100,9 @@ impl RagIndexer {
         let span = tracing::info_span!("index", batches = batches.len());
         let _enter = span.enter();
         let embedder = self.embedder.clone();
-        let index = &mut self.index;
+        let Some(index) = self.index.as_mut() else {
+            return;
+        };
         let result = catch_unwind(AssertUnwindSafe(|| {
             // Fail point for tests: "return" fails the pass.
             fail::fail_point!("mnemo::index_pass", |_| Err(crate::Error::NotIndexed {
@@ -135,7 +144,9 @@ impl RagIndexer {
                 crate::stats::add(&m.index_failures, 1);
                 *m.index_error.lock() = Some(e.to_string());
                 self.shared.index_behind.store(true, Ordering::Relaxed);
-                self.index.reset_connection();
+                if let Some(index) = self.index.as_mut() {
+                    index.reset_connection();
+                }
                 self.deferred.extend(batches);
             }
         }
@@ -227,6 +238,15 @@ impl Handler<IndexBatch> for RagIndexer {
         if self.shared.index_behind.load(Ordering::Relaxed) {
             self.schedule_retry(ctx.address());
         }
+    }
+}
+
+impl Handler<CloseIndex> for RagIndexer {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseIndex, _: &mut Self::Context) {
+        self.index = None;
+        tracing::debug!("indexer closed its store");
     }
 }
 

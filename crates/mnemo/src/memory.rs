@@ -467,7 +467,9 @@ impl Memory {
 
     /// Refuses new saves ([`Error::Closed`]), flushes every accepted save,
     /// waits until the index has caught up, and stops the engine. Every
-    /// receipt is resolved when this returns. Idempotent.
+    /// receipt is resolved when this returns, and the writer and the indexer
+    /// have closed their connections (the read connections close when the
+    /// last handle is dropped). Idempotent.
     ///
     /// Errors: [`Error::NotCommittedYet`] when the writer kept failing (a
     /// locked database, a full disk) for `busy_deadline` while stopping: the

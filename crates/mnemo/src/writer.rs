@@ -71,6 +71,13 @@ impl FlushJob {
 /// is dropped, after finishing the jobs already sent.
 pub(crate) type WriterSender = mpsc::Sender<FlushJob>;
 
+/// A started writer thread: where its jobs go, and what fires once it has
+/// ended and closed its store (its database handles).
+pub(crate) struct WriterThread {
+    pub jobs: WriterSender,
+    pub closed: futures::channel::oneshot::Receiver<()>,
+}
+
 /// Flushes of at least this many operations in all, since the heap was
 /// last given back, leave a heap worth giving back to the system once they
 /// are indexed (see [`HeapRelease`]). Counted over flushes: with the default
@@ -157,13 +164,16 @@ fn keep_freed_heap() {
     });
 }
 
-/// Starts the writer thread.
+/// Starts the writer thread. It ends when every sender of its jobs is
+/// dropped: it finishes the jobs already sent, closes the store, and then
+/// fires [`WriterThread::closed`].
 pub(crate) fn spawn_writer(
     mut store: Box<dyn BatchWriter>,
     shared: Arc<Shared>,
     indexer: Addr<RagIndexer>,
-) -> std::io::Result<WriterSender> {
+) -> std::io::Result<WriterThread> {
     let (tx, rx) = mpsc::channel::<FlushJob>();
+    let (closed_tx, closed) = futures::channel::oneshot::channel();
     keep_freed_heap();
     std::thread::Builder::new()
         .name("mnemo-writer".into())
@@ -188,9 +198,11 @@ pub(crate) fn spawn_writer(
                 release.flushed(job.winners.len() + job.superseded.len());
                 run_flush(store.as_mut(), &shared, &indexer, job);
             }
+            drop(store);
+            let _ = closed_tx.send(());
             tracing::debug!("writer thread finished");
         })?;
-    Ok(tx)
+    Ok(WriterThread { jobs: tx, closed })
 }
 
 fn version_of(o: &WriteOutcome) -> u64 {
