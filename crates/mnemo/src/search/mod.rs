@@ -152,7 +152,7 @@ impl Searcher<'_> {
         let missing: Vec<&OverlayEntry> = saves
             .iter()
             .copied()
-            .filter(|entry| entry.vector.get().is_none())
+            .filter(|entry| entry.vector().is_none())
             .collect();
         if !missing.is_empty() {
             let texts: Vec<String> = missing
@@ -164,7 +164,7 @@ impl Searcher<'_> {
                 .collect();
             let vectors = e.embed_batch(&texts.iter().map(String::as_str).collect::<Vec<_>>());
             for (entry, v) in missing.iter().zip(vectors) {
-                let _ = entry.vector.set(v);
+                let _ = entry.set_vector(v);
             }
         }
         // A query the model does not support (not its language) is not
@@ -211,7 +211,7 @@ impl Searcher<'_> {
         let mut vector: Vec<(SearchHit, f32)> = saves
             .into_iter()
             .filter_map(|entry| {
-                let similarity = match entry.vector.get() {
+                let similarity = match entry.vector() {
                     Some(v) if v.len() == qv.len() => cosine(&qv, v),
                     _ => return None,
                 };
