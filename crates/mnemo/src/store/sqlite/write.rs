@@ -5,7 +5,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, CachedStatement, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::config::Config;
 use crate::error::Result;
@@ -104,8 +104,26 @@ pub(super) fn touch(conn: &Connection, p: &OpPayload, hlc: u64) -> rusqlite::Res
 /// write wins (see `crate::clock`): a row takes an operation only if its
 /// stamp is at least the row's. `next_change` is advanced only when a row
 /// actually changed.
+/// The statements every row runs, prepared once per transaction: taking a
+/// statement from rusqlite's cache hashes its SQL text and moves it out of
+/// the cache and back, which per row was a measurable part of a flush.
+pub(super) struct RowStatements<'c> {
+    upsert: CachedStatement<'c>,
+    forget: CachedStatement<'c>,
+}
+
+impl<'c> RowStatements<'c> {
+    pub(super) fn prepare(conn: &'c Connection) -> rusqlite::Result<RowStatements<'c>> {
+        Ok(RowStatements {
+            upsert: conn.prepare_cached(UPSERT)?,
+            forget: conn.prepare_cached(FORGET)?,
+        })
+    }
+}
+
 pub(super) fn apply_one(
     conn: &Connection,
+    rows: &mut RowStatements<'_>,
     op: &StoreOp,
     next_change: &mut i64,
 ) -> rusqlite::Result<WriteOutcome> {
@@ -114,8 +132,8 @@ pub(super) fn apply_one(
     let hlc = op.hlc as i64;
     match &p.value() {
         Some(value) => {
-            let version: Option<i64> = conn
-                .prepare_cached(UPSERT)?
+            let version: Option<i64> = rows
+                .upsert
                 .query_row(
                     params![
                         p.namespace(),
@@ -152,8 +170,8 @@ pub(super) fn apply_one(
             }
         }
         None => {
-            let version: Option<i64> = conn
-                .prepare_cached(FORGET)?
+            let version: Option<i64> = rows
+                .forget
                 .query_row(
                     params![
                         p.namespace(),
@@ -290,64 +308,68 @@ impl SqliteWriter {
             AttemptError::Io(format!("the database's schema does not accept writes: {e}"))
         })?;
         let mut results = Vec::with_capacity(ops.len());
-        let mut max_seq = 0;
-        let mut max_hlc = 0;
+        let max_seq = ops.iter().map(|op| op.seq).max().unwrap_or(0);
+        let max_hlc = ops.iter().map(|op| op.hlc).max().unwrap_or(0);
         // Plain SQL errors of rows failing alone, to tell a database-wide
         // fault (every row, the same error) from rows at fault.
         let mut sql_errors: Vec<String> = Vec::new();
-        for op in ops {
-            max_seq = max_seq.max(op.seq);
-            max_hlc = max_hlc.max(op.hlc);
-            if !isolate {
-                let outcome = apply_one(&tx, op, &mut next_change).map_err(classify)?;
-                results.push(ItemResult::Written(outcome));
-                continue;
-            }
-            if let Some(reason) = self.poison.get(&op.seq) {
-                dead_letter(&tx, op, reason).map_err(classify)?;
-                results.push(ItemResult::DeadLettered(reason.clone()));
-                continue;
-            }
-            let sp = tx.savepoint().map_err(classify)?;
-            let mut change = next_change;
-            // A panic on one row is that row's: it is caught here, the
-            // savepoint rolls it back, and it is dead-lettered.
-            let applied = catch_unwind(AssertUnwindSafe(|| apply_one(&sp, op, &mut change)));
-            let (rejected, sql_error) = match applied {
-                Ok(Ok(outcome)) => {
-                    sp.commit().map_err(classify)?;
-                    next_change = change;
-                    results.push(ItemResult::Written(outcome));
+        if isolate {
+            for op in ops {
+                if let Some(reason) = self.poison.get(&op.seq) {
+                    dead_letter(&tx, op, reason).map_err(classify)?;
+                    results.push(ItemResult::DeadLettered(reason.clone()));
                     continue;
                 }
-                Ok(Err(e)) => match classify(e) {
-                    // Alone in its savepoint, a row that fails with anything
-                    // but a fault of the database is refused for its content.
-                    AttemptError::Row(reason) => (reason, false),
-                    AttemptError::Fatal(reason) => (reason, true),
-                    other => return Err(other),
-                },
-                Err(_) => (
-                    "the store panicked while writing this row".to_owned(),
-                    false,
-                ),
-            };
-            drop(sp); // rolls back this row only
-            if tx.is_autocommit() {
-                // The row rolled back the whole transaction (a trigger's
-                // `RAISE(ROLLBACK)`): nothing of this attempt stands, and
-                // nothing more may be written outside it. The next attempt
-                // dead-letters the row without running it.
-                tracing::warn!(seq = op.seq, reason = %rejected, "a row rolled back its whole transaction");
-                self.poison.insert(op.seq, rejected);
-                return Err(AttemptError::RolledBack);
+                let sp = tx.savepoint().map_err(classify)?;
+                let mut change = next_change;
+                // A panic on one row is that row's: it is caught here, the
+                // savepoint rolls it back, and it is dead-lettered.
+                let applied = catch_unwind(AssertUnwindSafe(|| {
+                    let mut rows = RowStatements::prepare(&sp)?;
+                    apply_one(&sp, &mut rows, op, &mut change)
+                }));
+                let (rejected, sql_error) = match applied {
+                    Ok(Ok(outcome)) => {
+                        sp.commit().map_err(classify)?;
+                        next_change = change;
+                        results.push(ItemResult::Written(outcome));
+                        continue;
+                    }
+                    Ok(Err(e)) => match classify(e) {
+                        // Alone in its savepoint, a row that fails with anything
+                        // but a fault of the database is refused for its content.
+                        AttemptError::Row(reason) => (reason, false),
+                        AttemptError::Fatal(reason) => (reason, true),
+                        other => return Err(other),
+                    },
+                    Err(_) => (
+                        "the store panicked while writing this row".to_owned(),
+                        false,
+                    ),
+                };
+                drop(sp); // rolls back this row only
+                if tx.is_autocommit() {
+                    // The row rolled back the whole transaction (a trigger's
+                    // `RAISE(ROLLBACK)`): nothing of this attempt stands, and
+                    // nothing more may be written outside it. The next attempt
+                    // dead-letters the row without running it.
+                    tracing::warn!(seq = op.seq, reason = %rejected, "a row rolled back its whole transaction");
+                    self.poison.insert(op.seq, rejected);
+                    return Err(AttemptError::RolledBack);
+                }
+                if sql_error {
+                    sql_errors.push(rejected.clone());
+                }
+                tracing::warn!(seq = op.seq, reason = %rejected, "row rejected; kept in dead_letters");
+                dead_letter(&tx, op, &rejected).map_err(classify)?;
+                results.push(ItemResult::DeadLettered(rejected));
             }
-            if sql_error {
-                sql_errors.push(rejected.clone());
+        } else {
+            let mut rows = RowStatements::prepare(&tx).map_err(classify)?;
+            for op in ops {
+                let outcome = apply_one(&tx, &mut rows, op, &mut next_change).map_err(classify)?;
+                results.push(ItemResult::Written(outcome));
             }
-            tracing::warn!(seq = op.seq, reason = %rejected, "row rejected; kept in dead_letters");
-            dead_letter(&tx, op, &rejected).map_err(classify)?;
-            results.push(ItemResult::DeadLettered(rejected));
         }
         if ops.len() > 1
             && sql_errors.len() == ops.len()
