@@ -251,13 +251,14 @@ impl Ord for ByKey {
 /// (search, list), and it frees its nodes as it empties, so a drained
 /// overlay keeps no capacity.
 #[derive(Debug, Default)]
-pub(crate) struct PendingOverlay {
+pub(crate) struct PendingOverlay<S = RandomState> {
     set: RwLock<BTreeSet<ByKey>>,
-    /// KeyHash keys for the set's order (keyed per overlay).
-    hasher: RandomState,
+    /// Hashes keys for the set's order (keyed per overlay; a test makes
+    /// every hash collide).
+    hasher: S,
 }
 
-impl PendingOverlay {
+impl<S: BuildHasher> PendingOverlay<S> {
     /// The high half of a namespace's keys' hashes.
     fn ns_hash(&self, ns: &str) -> u64 {
         ns_half(self.hasher.hash_one(ns))
@@ -384,7 +385,7 @@ mod tests {
 
     #[test]
     fn latest_wins_and_only_its_seq_retires_it() {
-        let o = PendingOverlay::default();
+        let o: PendingOverlay = PendingOverlay::default();
         let a = op("n", "c", "k", Some("one"));
         let b = op("n", "c", "k", Some("two"));
         o.insert(1, a.clone());
@@ -408,7 +409,7 @@ mod tests {
 
     #[test]
     fn fields_are_tokenised_once_and_not_for_a_forget() {
-        let o = PendingOverlay::default();
+        let o: PendingOverlay = PendingOverlay::default();
         o.insert(1, op("n", "food", "likes", Some("Green TEA, no sugar")));
         o.insert(2, op("n", "c", "gone", None));
         let before = tokenised_on_this_thread();
@@ -423,9 +424,71 @@ mod tests {
         assert_eq!(tokenised_on_this_thread() - before, 1);
     }
 
+    /// Every namespace collides (the high half of every hash is the same);
+    /// the low half still differs by key, so namespaces interleave in the
+    /// set.
+    #[derive(Debug, Default)]
+    struct Colliding;
+
+    impl BuildHasher for Colliding {
+        type Hasher = HighHalfCollides;
+        fn build_hasher(&self) -> HighHalfCollides {
+            HighHalfCollides(0xcbf2_9ce4_8422_2325)
+        }
+    }
+
+    /// FNV-1a in the low half, a constant in the high half.
+    struct HighHalfCollides(u64);
+
+    impl std::hash::Hasher for HighHalfCollides {
+        fn finish(&self) -> u64 {
+            (0x5eed << 32) | (self.0 & u64::from(u32::MAX))
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            for b in bytes {
+                self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+            }
+        }
+    }
+
+    #[test]
+    fn colliding_hashes_change_no_answer() {
+        let o = PendingOverlay::<Colliding>::default();
+        // One run for every namespace, ordered by the keys' low halves.
+        for (seq, (ns, c, k)) in [
+            ("b", "x", "1"),
+            ("a", "y", "2"),
+            ("b", "y", "3"),
+            ("a", "x", "4"),
+            ("ab", "x", "5"),
+            ("a", "x", "6"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            o.insert(seq as u64 + 1, op(ns, c, k, Some("v")));
+        }
+        o.insert(7, op("a", "x", "4", None)); // replaces its save
+        assert_eq!(o.len(), 6);
+        let keys = |v: Vec<Arc<OverlayEntry>>| -> Vec<String> {
+            v.iter().map(|e| e.payload.key().to_owned()).collect()
+        };
+        assert_eq!(keys(o.snapshot("a", None)), ["4", "6", "2"], "newest first");
+        assert_eq!(keys(o.snapshot("a", Some("x"))), ["4", "6"]);
+        assert_eq!(keys(o.snapshot("b", None)), ["3", "1"]);
+        assert_eq!(keys(o.snapshot("c", None)), Vec::<String>::new());
+        assert_eq!(o.namespaces(), ["a", "ab", "b"]);
+        assert!(o.get("a", "x", "4").unwrap().record().is_none());
+        assert!(o.get("a", "y", "4").is_none());
+        let six = o.get("a", "x", "6").unwrap();
+        o.retire(&six.payload, 6);
+        assert!(o.get("a", "x", "6").is_none());
+        assert_eq!(o.len(), 5);
+    }
+
     #[test]
     fn snapshot_is_scoped() {
-        let o = PendingOverlay::default();
+        let o: PendingOverlay = PendingOverlay::default();
         o.insert(1, op("a", "x", "1", Some("v")));
         o.insert(2, op("a", "y", "2", Some("v")));
         o.insert(3, op("ab", "x", "3", Some("v")));

@@ -326,7 +326,7 @@ mod tests {
     /// once: by best field weight times rarity, per term.
     #[test]
     fn pending_scores_weigh_fields_and_rarity() {
-        let overlay = PendingOverlay::default();
+        let overlay: PendingOverlay = PendingOverlay::default();
         let save = |seq: u64, category: &str, key: &str, value: &str| {
             overlay.insert(
                 seq,
