@@ -188,6 +188,16 @@ fn floor(c: &mut Criterion) {
                         .sum()
                 })
             });
+            if common::bench_mode() {
+                // The writer's own time per batch: with `durable` the indexer
+                // indexes the previous round beside it, with `indexed` it is
+                // idle (each round waited until indexed).
+                let f = memory.stats().flush_ms;
+                println!(
+                    "floor_{group}/batcher/{n}: flush (first save of the batch to commit) p50 {:.2} ms, p99 {:.2} ms over {} batches",
+                    f.p50, f.p99, f.count
+                );
+            }
             memory.shutdown_blocking().unwrap();
 
             let mut raw = Raw::open(&dir.path().join("raw.db"));

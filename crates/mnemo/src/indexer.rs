@@ -92,7 +92,7 @@ impl RagIndexer {
     fn catch_up(&mut self, batches: Vec<IndexBatch>) {
         // Fail point for tests: "return" leaves committed rows unindexed, as
         // a crash between commit and index would.
-        if skip_indexing() || self.index.is_none() {
+        if skip_indexing() {
             self.deferred.extend(batches);
             return;
         }
@@ -100,7 +100,9 @@ impl RagIndexer {
         let span = tracing::info_span!("index", batches = batches.len());
         let _enter = span.enter();
         let embedder = self.embedder.clone();
+        // Closed (a stopping engine): the next open's catch-up indexes them.
         let Some(index) = self.index.as_mut() else {
+            self.deferred.extend(batches);
             return;
         };
         let result = catch_unwind(AssertUnwindSafe(|| {
